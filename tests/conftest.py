@@ -1,0 +1,69 @@
+"""Shared fixtures: an emulator on loopback and the handler pointed at it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import ModuleType
+
+import boto3
+import pytest
+from support import moto
+
+# The handler builds its S3 client at import, as in Lambda: give it a region and dummy
+# credentials first, so no test can reach a real account.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+os.environ.update(moto.DUMMY_ENV)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto.moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> Iterator[str]:
+    """An empty emulated account for this test; yields the endpoint URL."""
+    moto.reset(moto_endpoint)
+    yield moto_endpoint
+    moto.reset(moto_endpoint)
+
+
+@pytest.fixture
+def s3_client(aws: str):
+    return boto3.client("s3", endpoint_url=aws, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3_client) -> str:
+    s3_client.create_bucket(Bucket="nginx-accesslog")
+    return "nginx-accesslog"
+
+
+@pytest.fixture
+def handler_module(s3_client, bucket: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The deployed handler module, its module-level S3 client talking to moto."""
+    import kinesis_event_to_s3 as module
+
+    monkeypatch.setattr(module, "s3", s3_client)
+    monkeypatch.setattr(module, "BUCKET_NAME", bucket)
+    monkeypatch.setattr(module, "COMPRESSION", "")
+    return module
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"CI={os.environ.get('CI', '')}"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """The handler module for tests that set its S3 edge themselves (restored afterwards)."""
+    import kinesis_event_to_s3 as module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "s3", None)
+        patch.setattr(module, "COMPRESSION", "")
+        patch.setattr(module, "log", lambda *args, **kwargs: None)
+        yield module
