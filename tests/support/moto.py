@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ DUMMY_ENV = {
 @contextmanager
 def moto_server() -> Iterator[str]:
     """Start moto on 127.0.0.1 with a free port; yield its endpoint URL."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
