@@ -67,3 +67,14 @@ def monkeypatch_module():
         patch.setattr(module, "COMPRESSION", "")
         patch.setattr(module, "log", lambda *args, **kwargs: None)
         yield module
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """A real nginx running the project's config on 127.0.0.1 (Debian's package)."""
+    from support.nginx import Nginx
+    from support.tools import require
+
+    server = Nginx(require("nginx", "the real web server of the stack"), tmp_path / "nginx")
+    yield server
+    server.stop()

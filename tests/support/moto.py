@@ -33,8 +33,8 @@ def moto_server() -> Iterator[str]:
 
 def reset(endpoint: str) -> None:
     """Forget every resource, so each test starts from an empty account."""
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310 - our loopback URL
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
         pass
 
 

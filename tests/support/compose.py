@@ -1,0 +1,28 @@
+"""The compose file as Compose sees it with an empty environment (defaults applied)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's `${NAME:-default}` substitution, over a parsed document."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    return value
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env or {})

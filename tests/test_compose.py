@@ -1,0 +1,144 @@
+"""docker-compose.yml: valid per the Compose spec, and what the schema cannot check."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import PurePosixPath
+
+import pytest
+from support.compose import COMPOSE_FILE, ROOT, compose
+from support.fluentd_conf import fluent_conf_defaults
+
+
+def test_validates_against_the_compose_specification():
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_version_key_and_the_three_services():
+    document = compose()
+    assert "version" not in document
+    assert set(document["services"]) == {"web", "fluentd", "localstack"}
+
+
+def test_every_image_is_pinned():
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and re.search(r"\d", tag), f"{name}: {image} is not a version"
+    assert compose()["services"]["localstack"]["image"] == "localstack/localstack:4.14.0"
+
+
+def test_fluentd_image_and_plugin_are_pinned():
+    dockerfile = (ROOT / "fluentd" / "Dockerfile").read_text()
+    assert re.search(r"^FROM fluent/fluentd:v1\.19\.\d+-debian-\S+$", dockerfile, re.M)
+    assert re.search(r"gem install fluent-plugin-kinesis -v \d+\.\d+\.\d+", dockerfile)
+    assert dockerfile.rstrip().endswith("USER fluent")
+
+
+def test_localstack_image_and_token_are_overridable():
+    document = compose({"LOCALSTACK_IMAGE": "localstack/localstack:2026.3.0", "LOCALSTACK_AUTH_TOKEN": "tok"})
+    localstack = document["services"]["localstack"]
+    assert localstack["image"] == "localstack/localstack:2026.3.0"
+    assert localstack["environment"]["LOCALSTACK_AUTH_TOKEN"] == "tok"
+
+
+def test_depends_on_targets_exist_and_wait_for_health():
+    services = compose()["services"]
+    for name, service in services.items():
+        for target, condition in service.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            assert condition == {"condition": "service_healthy"}, name
+    assert "localstack" in services["fluentd"]["depends_on"]
+
+
+def test_every_service_has_a_healthcheck():
+    for name, service in compose()["services"].items():
+        check = service.get("healthcheck")
+        assert check and check["test"] and not check.get("disable"), name
+        assert "start_interval" not in check  # needs Compose 2.24+ and Engine 25+
+
+
+def test_ports_listen_on_loopback_unless_asked():
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+    web = compose({"WEB_BIND": "0.0.0.0", "WEB_PORT": "8080"})["services"]["web"]
+    assert web["ports"] == ["0.0.0.0:8080:80"]
+    assert compose()["services"]["web"]["ports"] == ["127.0.0.1:80:80"]
+    assert compose()["services"]["localstack"]["ports"] == ["127.0.0.1:4566:4566"]
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """container path -> source, for `source:target[:mode]` volume entries."""
+    return {entry.split(":")[1]: entry.split(":")[0] for entry in service.get("volumes", [])}
+
+
+def test_fluentd_volumes_match_fluent_conf_defaults():
+    services = compose()["services"]
+    fluentd, web = services["fluentd"], services["web"]
+    defaults = fluent_conf_defaults()
+    env = fluentd["environment"]
+    # the compose values are the defaults written in fluent.conf
+    assert env["ACCESS_LOG_PATH"] == defaults["ACCESS_LOG_PATH"]
+    assert env["FLUENTD_STATE_DIR"] == defaults["FLUENTD_STATE_DIR"]
+    assert env["KINESIS_ENDPOINT"] == defaults["KINESIS_ENDPOINT"]
+    assert env["KINESIS_STREAM"] == defaults["KINESIS_STREAM"]
+    assert env["AWS_REGION"] == defaults["AWS_REGION"]
+    mounts = _mounts(fluentd)
+    log_dir = str(PurePosixPath(defaults["ACCESS_LOG_PATH"]).parent)
+    # fluentd reads the directory nginx writes, from the same named volume
+    assert mounts[log_dir] == "nginx-logs" and _mounts(web)[log_dir] == "nginx-logs"
+    assert web["environment"]["NGINX_ACCESS_LOG"] == defaults["ACCESS_LOG_PATH"]
+    # position file and buffer on a named volume, which survives container re-creation
+    assert mounts[defaults["FLUENTD_STATE_DIR"]] == "fluentd-state"
+    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state"}
+    assert mounts["/fluentd/etc"] == "./fluentd/conf"
+    dockerfile = (ROOT / "fluentd" / "Dockerfile").read_text()
+    assert f"chown -R fluent:fluent {defaults['FLUENTD_STATE_DIR']}" in dockerfile
+
+
+def test_localstack_mounts_the_docker_socket_and_the_provisioning_hook():
+    localstack = compose()["services"]["localstack"]
+    mounts = _mounts(localstack)
+    assert mounts["/var/run/docker.sock"] == "/var/run/docker.sock"
+    assert mounts["/etc/localstack/init/ready.d"] == "./init/ready.d"
+    assert mounts["/opt/pipeline/init"] == "./init"
+    assert localstack["healthcheck"]["test"] == ["CMD", "python3", "/opt/pipeline/init/localstack_ready.py"]
+
+
+def test_provisioning_hook_is_executable_with_a_shebang_and_runs_our_script():
+    hooks = sorted((ROOT / "init" / "ready.d").iterdir())
+    assert [h.name for h in hooks] == ["10-provision.sh"]
+    hook = hooks[0]
+    assert os.access(hook, os.X_OK)
+    text = hook.read_text()
+    assert text.startswith("#!/bin/bash\n")
+    assert "python3 /opt/pipeline/init/init_resource.py" in text
+    # git records the exec bit too (a clone must keep it)
+    mode = subprocess.run(
+        ["git", "ls-files", "-s", "init/ready.d/10-provision.sh"], capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    if mode:
+        assert mode.startswith("100755")
+
+
+@pytest.mark.parametrize("path", ["init/localstack_ready.py", "init/init_resource.py", "start.sh", "test.sh"])
+def test_entry_points_are_executable(path):
+    assert os.access(ROOT / path, os.X_OK)
+
+
+def test_env_example_names_every_variable_the_compose_file_reads():
+    variables = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_FILE.read_text()))
+    example = (ROOT / ".env.example").read_text()
+    named = set(re.findall(r"^([A-Z_]+)=", example, re.M))
+    assert variables <= named, variables - named
