@@ -114,6 +114,15 @@ class Nginx:
             return []
         return self.access_log.read_text(encoding="utf-8").splitlines()
 
+    def reopen_logs(self) -> None:
+        """`nginx -s reopen`, as logrotate's postrotate does: a new file at the same path."""
+        import signal
+
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not self.access_log.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)

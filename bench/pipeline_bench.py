@@ -1,0 +1,271 @@
+"""End-to-end benchmark without Docker: requests to a real nginx until their lines are in S3.
+
+    python3 bench/pipeline_bench.py                      # 200 req/s for 60 s
+    python3 bench/pipeline_bench.py --rate 500 --seconds 30
+    python3 bench/pipeline_bench.py --ceiling            # also find the highest clean rate
+
+Parts: Debian's nginx running the project's config, moto server (its own process) as
+Kinesis/S3/IAM/Lambda, init/init_resource.py provisioning it, the handler loaded from its
+deployment package, and the test stand-ins for fluentd (1 s flush) and the event source
+mapping (the provisioned 1 s batching window). An open-loop async client sends R unique
+requests a second; a poller lists the bucket every 100 ms and notes when each request's
+line first appears in a listable object.
+Targets at 200 req/s for 60 s: 0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "init"), str(ROOT / "tests")]
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+import boto3  # noqa: E402
+import init_resource  # noqa: E402
+from support.event_source_mapping import EventSourceMapping, load_deployed_handler  # noqa: E402
+from support.nginx import Nginx, free_port  # noqa: E402
+from support.shipper import Shipper  # noqa: E402
+
+BUCKET, STREAM, FUNCTION = "nginx-accesslog", "nginx-accesslog-stream", "KinesisAccessLogToS3"
+
+
+@contextlib.contextmanager
+def moto_process():
+    """moto server in its own process, so it does not share this one's interpreter lock."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)  # noqa: S310 - loopback
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass
+class Seen:
+    """What the bucket holds: per key its ETag and request URIs; first sighting per URI."""
+
+    keys: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, uris in self.keys.values():
+            for uri in uris:
+                counts[uri] = counts.get(uri, 0) + 1
+        return counts
+
+
+def poll_bucket(s3, seen: Seen, stop: threading.Event, interval: float = 0.1) -> None:
+    while not stop.is_set():
+        paginator = s3.get_paginator("list_objects_v2")
+        now = time.time()
+        for page in paginator.paginate(Bucket=BUCKET):
+            for item in page.get("Contents", []):
+                key, etag = item["Key"], item["ETag"]
+                if key.startswith("errors/") or seen.keys.get(key, ("",))[0] == etag:
+                    continue
+                body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                uris = [json.loads(line)["request_uri"] for line in body.splitlines()]
+                seen.keys[key] = (etag, uris)
+                for uri in uris:
+                    seen.first_seen.setdefault(uri, now)
+        stop.wait(interval)
+
+
+async def send_load(port: int, rate: float, seconds: float, run: str) -> dict[str, float]:
+    """Open loop: request n leaves at start + n/rate whatever happened to the others."""
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    total = int(rate * seconds)
+    failures = 0
+
+    async def one(n: int) -> None:
+        nonlocal failures
+        path = f"/bench/{run}/{n}"
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            sent[path] = time.time()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            await reader.read()
+            writer.close()
+        except OSError:
+            failures += 1
+
+    tasks = []
+    for n in range(total):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    if failures:
+        print(f"  {failures} request(s) could not connect", flush=True)
+    return sent
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+@dataclass
+class Result:
+    rate: float
+    seconds: float
+    sent: int
+    landed: int
+    lost: int
+    duplicated: int
+    p50: float
+    p95: float
+    p99: float
+    throughput: float
+
+    def ok(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.p99 <= 5.0
+
+    def report(self) -> str:
+        return (
+            f"rate {self.rate:g} req/s for {self.seconds:g} s: sent {self.sent}, lines in S3 {self.landed}, "
+            f"lost {self.lost}, duplicated {self.duplicated}, latency p50 {self.p50:.2f} s, "
+            f"p95 {self.p95:.2f} s, p99 {self.p99:.2f} s, throughput {self.throughput:.0f} lines/s"
+        )
+
+
+class Bench:
+    """One pipeline, reused across runs (each run's requests have their own paths)."""
+
+    def __init__(self, workdir: Path, endpoint: str) -> None:
+        nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.nginx = Nginx(nginx_binary, workdir / "nginx")
+        with contextlib.redirect_stdout(sys.stderr):
+            if init_resource.main(["--endpoint-url", endpoint, "--wait-timeout", "30"]) != 0:
+                raise RuntimeError("provisioning failed")
+        clients = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+        self.s3 = boto3.client("s3", **clients)
+        lam = boto3.client("lambda", **clients)
+        config = lam.get_function_configuration(FunctionName=FUNCTION)
+        environment = {**config["Environment"]["Variables"], "AWS_ENDPOINT_URL": endpoint}
+        module = load_deployed_handler(init_resource.function_zip(), environment, workdir)
+        module.log = lambda *args, **kwargs: None
+        (mapping,) = lam.list_event_source_mappings(FunctionName=FUNCTION)["EventSourceMappings"]
+        self.shipper = Shipper(
+            boto3.client("kinesis", **clients), STREAM, self.nginx.access_log, workdir / "pos", flush_interval=1.0
+        ).start()
+        self.mapping = EventSourceMapping(endpoint, mapping["UUID"], module.handler).start()
+        self.seen = Seen()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=poll_bucket, args=(self.s3, self.seen, self._stop), daemon=True)
+        self._poller.start()
+
+    def run(self, rate: float, seconds: float, drain: float = 30.0) -> Result:
+        run = f"r{int(rate)}-{int(time.time())}"
+        started = time.time()
+        sent = asyncio.run(send_load(self.nginx.port, rate, seconds, run))
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and not all(path in self.seen.first_seen for path in sent):
+            time.sleep(0.2)
+        time.sleep(1.5)  # a last look for duplicates
+        counts = self.seen.counts()
+        ours = {path: counts.get(path, 0) for path in sent}
+        latencies = [self.seen.first_seen[p] - t for p, t in sent.items() if p in self.seen.first_seen]
+        last = max((self.seen.first_seen[p] for p in sent if p in self.seen.first_seen), default=started)
+        landed = sum(1 for c in ours.values() if c)
+        return Result(
+            rate=rate,
+            seconds=seconds,
+            sent=len(sent),
+            landed=landed,
+            lost=sum(1 for c in ours.values() if c == 0),
+            duplicated=sum(c - 1 for c in ours.values() if c > 1),
+            p50=percentile(latencies, 50),
+            p95=percentile(latencies, 95),
+            p99=percentile(latencies, 99),
+            throughput=landed / max(last - started, 1e-9),
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self.shipper.stop()
+        self.mapping.stop()
+        self.nginx.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="End-to-end pipeline benchmark (no Docker).")
+    parser.add_argument("--rate", type=float, default=200, help="requests per second (default 200)")
+    parser.add_argument("--seconds", type=float, default=60, help="how long to send (default 60)")
+    parser.add_argument("--ceiling", action="store_true", help="then raise the rate until loss or p99 > 5 s")
+    parser.add_argument("--step-seconds", type=float, default=20, help="seconds per ceiling step (default 20)")
+    args = parser.parse_args()
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        parser.error("nginx is not installed (apt-get install nginx)")
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"Python {platform.python_version()}",
+        flush=True,
+    )
+    with moto_process() as endpoint, tempfile.TemporaryDirectory() as workdir:
+        bench = Bench(Path(workdir), endpoint)
+        try:
+            result = bench.run(args.rate, args.seconds)
+            print(result.report(), flush=True)
+            targets = result.lost == 0 and result.duplicated == 0 and result.p50 <= 2 and result.p99 <= 5
+            print(f"targets (0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s): {'met' if targets else 'NOT met'}")
+            if args.ceiling:
+                best = result.rate if result.ok() else 0
+                rate = max(args.rate, 100) * 2
+                while True:
+                    step = bench.run(rate, args.step_seconds)
+                    print(f"  ceiling step: {step.report()}", flush=True)
+                    if not step.ok():
+                        break
+                    best = rate
+                    rate *= 2
+                print(f"ceiling: {best:g} req/s with 0 lost and p99 <= 5 s (first failing step: {rate:g} req/s)")
+        finally:
+            bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""Real nginx -> shipper (fluentd stand-in) -> moto Kinesis -> mapping stand-in -> the
+deployed handler -> moto S3: every request exactly once, with the right fields."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import init_resource
+from botocore.exceptions import ClientError
+from support.nginx import raw_request
+from support.shipper import Shipper, wait_until
+
+
+def get(port: int, path: str, headers: str = "") -> None:
+    raw_request(port, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n".encode())
+
+
+def uris(records) -> collections.Counter:
+    return collections.Counter(record["request_uri"] for _, record in records)
+
+
+def assert_hours_match(records) -> None:
+    for key, record in records:
+        timestamp = record["timestamp"]
+        assert key.startswith(f"{timestamp[0:4]}/{timestamp[5:7]}/{timestamp[8:10]}/{timestamp[11:13]}/"), key
+
+
+def test_every_request_lands_exactly_once_with_its_fields(start_pipeline):
+    # given the pipeline running
+    pipeline = start_pipeline()
+    port = pipeline.nginx.port
+    # when requests of every kind are made
+    for n in range(40):
+        get(port, f"/e2e/plain/{n}?q={n}")
+    raw_request(
+        port,
+        b'GET /e2e/quote"and\\back HTTP/1.1\r\nHost: localhost\r\nUser-Agent: "quoted" \xec\x95\x88\r\n'
+        b"X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nReferer: https://example.com/\r\nConnection: close\r\n\r\n",
+    )
+    raw_request(port, b"POST /e2e/post HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+    raw_request(port, b"GET /e2e/with space HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    raw_request(port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(40)) + b"\r\n\r\n")
+    # then each appears in S3 exactly once
+    records = pipeline.wait_for(44)
+    assert len(records) == 44
+    counts = uris(records)
+    assert all(counts[f"/e2e/plain/{n}?q={n}"] == 1 for n in range(40))
+    by_uri = {record["request_uri"]: record for _, record in records}
+    quoted = by_uri[r"/e2e/quote\x22and\x5Cback"]
+    assert quoted["http_user_agent"] == r"\x22quoted\x22 \xEC\x95\x88"
+    assert quoted["http_x_forwarded_for"] == "203.0.113.7, 10.0.0.1"
+    assert quoted["http_referer"] == "https://example.com/"
+    assert by_uri["/e2e/post"]["request_method"] == "POST" and by_uri["/e2e/post"]["server_protocol"] == "HTTP/1.0"
+    assert "/e2e/with space" in by_uri
+    (tls,) = [record for _, record in records if record["request_method"] is None]
+    assert tls["status"] == 400 and tls["request"].startswith(r"\x16\x03\x01")
+    assert all(record["remote_addr"] == "127.0.0.1" for _, record in records)
+    assert_hours_match(records)
+    assert pipeline.errors() == []
+
+
+def test_two_shards_overwrite_nothing(start_pipeline):
+    # given two shards, whose sequence numbers moto starts at 1 on each
+    pipeline = start_pipeline("--shards", "2")
+    for n in range(200):
+        get(pipeline.nginx.port, f"/e2e/shards/{n}")
+    records = pipeline.wait_for(200)
+    # then every request is there once, from objects of both shards
+    assert uris(records) == collections.Counter(f"/e2e/shards/{n}" for n in range(200))
+    keys = {key for key, _ in records}
+    assert {key.rsplit("_", 2)[-2] for key in keys} == {"shardId-000000000000", "shardId-000000000001"}
+
+
+def test_s3_failing_for_one_invocation_loses_and_duplicates_nothing(start_pipeline):
+    pipeline = start_pipeline()
+    real_put = pipeline.handler_module.s3.put_object
+    calls = []
+
+    def flaky_put(**kwargs):
+        calls.append(kwargs["Key"])
+        if len(calls) == 1:
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "injected"}}, "PutObject")
+        return real_put(**kwargs)
+
+    pipeline.handler_module.s3.put_object = flaky_put
+    for n in range(30):
+        get(pipeline.nginx.port, f"/e2e/flaky/{n}")
+    records = pipeline.wait_for(30)
+    assert uris(records) == collections.Counter(f"/e2e/flaky/{n}" for n in range(30))
+    retried = [i for i in pipeline.mapping.invocations if i.result and i.result["batchItemFailures"]]
+    assert len(retried) == 1
+
+
+def test_unknown_format_line_is_kept_in_errors_intact(start_pipeline):
+    pipeline = start_pipeline()
+    get(pipeline.nginx.port, "/e2e/before")
+    strange = '2026-11-26T10:00:00Z host app[42]: GET /x "odd" \u00e9'
+    with pipeline.nginx.access_log.open("a", encoding="utf-8") as log:
+        log.write(strange + "\n")
+    get(pipeline.nginx.port, "/e2e/after")
+    assert wait_until(lambda: len(pipeline.errors()) == 1, 30)
+    pipeline.wait_for(2)
+    assert pipeline.error_lines() == [strange.encode("utf-8")]
+    (error,) = pipeline.errors()
+    assert error["errorCode"] == "UnparsableLine" and error["shardId"] == "shardId-000000000000"
+    assert uris(pipeline.records()) == collections.Counter(["/e2e/before", "/e2e/after"])
+
+
+def test_shipper_restart_mid_stream_loses_nothing(start_pipeline, tmp_path):
+    pipeline = start_pipeline()
+    port = pipeline.nginx.port
+    for n in range(50):
+        get(port, f"/e2e/restart/{n}")
+    assert wait_until(lambda: pipeline.shipper.shipped >= 1, 30)
+    # when the shipper stops mid-stream and more requests arrive while it is down
+    pipeline.shipper.stop()
+    for n in range(50, 100):
+        get(port, f"/e2e/restart/{n}")
+    # and a new one starts from the same position file
+    restarted = Shipper(
+        pipeline.kinesis,
+        "nginx-accesslog-stream",
+        pipeline.nginx.access_log,
+        pipeline.shipper.pos_file,
+        flush_interval=0.2,
+    ).start()
+    pipeline.shipper = restarted
+    try:
+        records = pipeline.wait_for(100)
+    finally:
+        restarted.stop()
+    assert uris(records) == collections.Counter(f"/e2e/restart/{n}" for n in range(100))
+
+
+def test_rotated_log_is_read_to_its_end(start_pipeline):
+    pipeline = start_pipeline()
+    port = pipeline.nginx.port
+    for n in range(10):
+        get(port, f"/e2e/rotate/{n}")
+    assert wait_until(lambda: pipeline.shipper.shipped == 10, 30)
+    # given lines the shipper has not read yet in the file that is then rotated
+    pipeline.shipper.stop()
+    for n in range(10, 20):
+        get(port, f"/e2e/rotate/{n}")
+    log = pipeline.nginx.access_log
+    log.rename(log.with_name(log.name + ".1"))
+    pipeline.nginx.reopen_logs()  # as logrotate's postrotate does
+    for n in range(20, 40):
+        get(port, f"/e2e/rotate/{n}")
+    # when the shipper comes back
+    pipeline.shipper = Shipper(
+        pipeline.kinesis, "nginx-accesslog-stream", log, pipeline.shipper.pos_file, flush_interval=0.2
+    ).start()
+    # then it finishes the rotated file, then ships the new one: all once
+    records = pipeline.wait_for(40)
+    assert uris(records) == collections.Counter(f"/e2e/rotate/{n}" for n in range(40))
+
+
+def test_provisioning_rerun_while_data_flows(start_pipeline, capsys):
+    pipeline = start_pipeline()
+    sent = []
+    stop = threading.Event()
+
+    def traffic():
+        n = 0
+        while not stop.is_set():
+            get(pipeline.nginx.port, f"/e2e/rerun/{n}")
+            sent.append(n)
+            n += 1
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        time.sleep(1)
+        capsys.readouterr()
+        # when provisioning runs again while requests flow
+        assert init_resource.main(["--endpoint-url", pipeline.endpoint]) == 0
+        assert "Nothing to change" in capsys.readouterr().out
+        time.sleep(1)
+    finally:
+        stop.set()
+        sender.join()
+    # then every request is in S3 exactly once
+    records = pipeline.wait_for(len(sent))
+    assert uris(records) == collections.Counter(f"/e2e/rerun/{n}" for n in sent)
