@@ -24,10 +24,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
 from json.decoder import scanstring
 from json.encoder import encode_basestring
 from typing import Any
@@ -45,28 +44,37 @@ s3 = boto3.client("s3")  # created once per execution environment, reused by eve
 # --- parsing: pure functions ---------------------------------------------------------
 
 
-def _line_pattern(quoted: str) -> re.Pattern[str]:
-    """nginx's `combined` format, plus `main`'s optional `"$http_x_forwarded_for"`."""
-    return re.compile(
-        r"([0-9A-Fa-f.:]+|unix:) - (\S+) "  # $remote_addr - $remote_user
-        r"\[([0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4})\] "  # [$time_local]
-        + quoted  # "$request"
+def _line_pattern(content: str, quote: str = '"') -> str:
+    """nginx's `combined` format, plus `main`'s optional `"$http_x_forwarded_for"`.
+
+    `content` is what may stand between the quotes of a field, `quote` what a quote is.
+    `$request` is split into method, URI and protocol when it is `METHOD URI HTTP/x[.y]`
+    (the URI may hold spaces: the protocol is the last word); else those groups are None.
+    """
+    quoted = f"{quote}({content}){quote}"
+    request = rf"{quote}((?:([A-Z_-]+) (?=\S)({content}) (HTTP/[0-9]+(?:\.[0-9]+)?))|{content}){quote}"
+    return (
+        r'([0-9A-Fa-f.:]+|unix:) - ([^\s"]+) '  # $remote_addr - $remote_user
+        r"\[([0-9]{2}/[A-Z][a-z]{2}/[0-9]{4}:[0-9]{2}:[0-5][0-9]:[0-5][0-9] [+-][0-9]{4})\] "  # [$time_local]
+        + request  # "$request"
         + r" ([0-9]{3}) (0|[1-9][0-9]*|-) "  # $status $body_bytes_sent
         + quoted  # "$http_referer"
         + " "
         + quoted  # "$http_user_agent"
-        + f"(?: {quoted})?",  # "$http_x_forwarded_for"
-        re.DOTALL,
+        + f"(?: {quoted})?"  # "$http_x_forwarded_for"
     )
 
 
-# A quoted field as nginx (`\xHH`) or Apache (`\"`, `\\`) escapes it: no bare quote inside.
-LINE_RE = _line_pattern(r'"([^"\\]*(?:\\.[^"\\]*)*)"')
+# A field as nginx (`\xHH`) or Apache (`\"`, `\\`) escapes it: no bare quote inside.
+LINE_RE = re.compile(_line_pattern(r'[^"\\]*(?:\\.[^"\\]*)*'), re.DOTALL)
 # The same for a line without backslashes, where it means `[^"]*`: three times faster in `re`.
-_PLAIN_LINE_RE = _line_pattern(r'"([^"]*)"')
-_METHOD_RE = re.compile(r"[A-Z_-]+")
-_PROTOCOL_RE = re.compile(r"HTTP/[0-9]+(?:\.[0-9]+)?")
-_COMMON = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/2"}
+_PLAIN_LINE_RE = re.compile(_line_pattern(r'[^"]*'), re.DOTALL)
+# The same again, read straight from fluentd's JSON `{"message":"<line>"}\n` of such a line,
+# where each of the line's quotes is `\"`: the fields come out as valid JSON already.
+_FLUENTD_HEAD, _FLUENTD_TAIL = '{"message":"', '"}\n'
+_FLUENTD_PLAIN_RE = re.compile(
+    re.escape(_FLUENTD_HEAD) + _line_pattern(r'[^"]*', r'\\"') + re.escape(_FLUENTD_TAIL), re.DOTALL
+)
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 
 FIELDS = (
@@ -109,81 +117,72 @@ def _utc(time_local: str, with_seconds: bool) -> datetime | None:
     return local.astimezone(UTC)
 
 
-@lru_cache(maxsize=1024)
-def _utc_hour(time_local: str) -> tuple[str, str] | None:
-    """(`2020-05-27T08`, `2020/05/27/08`) for a time whose offset is whole hours."""
-    utc = _utc(time_local, with_seconds=False)
-    return None if utc is None else (utc.strftime("%Y-%m-%dT%H"), utc.strftime("%Y/%m/%d/%H"))
+# Per local hour and offset: the UTC minute at which that local hour starts, and the UTC
+# hour (ISO prefix, S3 prefix) of its first and of its next hour.
+_Hour = tuple[int, tuple[str, str], tuple[str, str]]
+_hours: dict[str, _Hour | None] = {}
 
 
-def _utc_instant_exact(time_local: str) -> tuple[str, str] | None:
-    utc = _utc(time_local, with_seconds=True)
-    return None if utc is None else (utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.strftime("%Y/%m/%d/%H"))
+def _utc_hour(key: str) -> _Hour | None:
+    """For `27/May/2020:10 +0330`: (30, (`2020-05-27T06`, `2020/05/27/06`), (`...T07`, ...)).
 
-
-_instants: dict[str, tuple[str, str] | None] = {}
+    Cached: it is the same for every line of that hour. None when no such hour exists.
+    """
+    if len(_hours) >= 4096:
+        _hours.clear()
+    start = _utc(f"{key[:14]}:00:00{key[14:]}", with_seconds=False)
+    if start is None:
+        hour = None
+    else:
+        after = start + timedelta(hours=1)
+        hour = (
+            start.minute,
+            (start.strftime("%Y-%m-%dT%H"), start.strftime("%Y/%m/%d/%H")),
+            (after.strftime("%Y-%m-%dT%H"), after.strftime("%Y/%m/%d/%H")),
+        )
+    _hours[key] = hour
+    return hour
 
 
 def utc_instant(time_local: str) -> tuple[str, str] | None:
     """`27/May/2020:10:23:31 +0200` -> (`2020-05-27T08:23:31Z`, `2020/05/27/08`), or None.
 
-    Cached per second (a busy server writes many lines a second). With a whole-hour
-    offset, minute and second carry over unchanged, so a new second costs a string
-    format; an offset such as `+0330` takes the exact path.
+    Only the local hour is converted (once per hour and offset); minute and second are
+    added to it. Minutes and seconds above 59 never get here: the line pattern admits
+    00-59 only.
     """
-    try:
-        return _instants[time_local]
-    except KeyError:
-        pass
-    minute, second = time_local[15:17], time_local[18:20]
-    if minute > "59" or second > "59":
-        instant = None
-    elif time_local[24:26] == "00":
-        hour = _utc_hour(time_local[0:15] + "00:00" + time_local[20:26])
-        instant = None if hour is None else (f"{hour[0]}:{minute}:{second}Z", hour[1])
-    else:
-        instant = _utc_instant_exact(time_local)
-    if len(_instants) >= 4096:
-        _instants.clear()
-    _instants[time_local] = instant
-    return instant
-
-
-def split_request(request: str) -> tuple[str, str, str] | None:
-    """`METHOD URI HTTP/x[.y]` -> its parts (the URI may hold spaces); None for anything else."""
-    method, _, rest = request.partition(" ")
-    uri, _, protocol = rest.rpartition(" ")
-    if not uri or uri[0].isspace():
+    key = time_local[:14] + time_local[20:]
+    hour = _hours[key] if key in _hours else _utc_hour(key)
+    if hour is None:
         return None
-    if method not in _COMMON and _METHOD_RE.fullmatch(method) is None:
-        return None
-    if protocol not in _COMMON and _PROTOCOL_RE.fullmatch(protocol) is None:
-        return None
-    return method, uri, protocol
+    if hour[0] == 0:  # an offset of whole hours: minute and second carry over as written
+        return f"{hour[1][0]}{time_local[14:20]}Z", hour[1][1]
+    minute = hour[0] + int(time_local[15:17])
+    iso, path = hour[1] if minute < 60 else hour[2]
+    return f"{iso}:{minute % 60:02d}:{time_local[18:20]}Z", path
 
 
 def line_to_json(line: str) -> tuple[str, str] | None:
     """One nginx `combined`/`main` line -> (hour prefix, its record as a JSON object); None
-    for any other line.
-
-    The JSON text is written straight from the match, keys in schema order, UTF-8 kept
-    readable: this is the hot path. Strings need JSON escaping only when the line holds a
-    backslash or a control character; otherwise quoting them is enough.
+    for any other line. Strings need JSON escaping only when the line holds a backslash or
+    a control character; otherwise quoting them is enough.
     """
     plain = "\\" not in line and line.isprintable()
     match = (_PLAIN_LINE_RE if plain else LINE_RE).fullmatch(line)
-    if match is None:
-        return None
-    addr, user, time_local, request, status, body, referer, agent, forwarded = match.groups()
+    return None if match is None else _record_json(match.groups(), _quote if plain else encode_basestring)
+
+
+def _record_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) -> tuple[str, str] | None:
+    """(hour prefix, JSON object) from a line pattern's groups: keys in schema order, UTF-8
+    kept readable, written straight from the strings (the hot path: no dict, no dumps)."""
+    addr, user, time_local, request, method, uri, protocol, status, body, referer, agent, forwarded = groups
     instant = utc_instant(time_local)
     if instant is None:
         return None
-    quote = _quote if plain else encode_basestring
-    parts = None if request == "-" else split_request(request)
-    if parts is None:
+    if method is None:
         request_parts = '"request_method":null,"request_uri":null,"server_protocol":null'
     else:
-        request_parts = f'"request_method":"{parts[0]}","request_uri":{quote(parts[1])},"server_protocol":"{parts[2]}"'
+        request_parts = f'"request_method":"{method}","request_uri":{quote(uri)},"server_protocol":"{protocol}"'
     return instant[1], (
         f'{{"remote_addr":"{addr}",'
         f'"remote_user":{"null" if user == "-" else quote(user)},'
@@ -316,11 +315,8 @@ def payload_lines(payload: bytes) -> Iterator[str | Problem]:
         yield from (line for line in lines if line)
 
 
-_FLUENTD_HEAD, _FLUENTD_TAIL = '{"message":"', '"}\n'
-
-
 def _fluentd_line(payload: bytes) -> str | None:
-    """Fast path for fluentd's exact `{"message":"<line>"}\n`: one C-level string scan."""
+    """fluentd's exact `{"message":"<line>"}\n`: the line, by one C-level string scan."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -354,6 +350,22 @@ def record_lines(data: str) -> list[str | Problem]:
         else:
             lines.extend(payload_lines(payload))
     return lines
+
+
+def fluentd_record_json(data: str) -> tuple[str, str] | None:
+    """The hot path: a record holding fluentd's JSON of one plain combined/main line
+    (no backslash or control character in the line, so each backslash in the JSON
+    escapes one of its quotes) -> (hour prefix, its record as JSON), read without
+    decoding the line first. None for any other record: the general path takes it.
+    """
+    try:
+        text = binascii.a2b_base64(data, strict_mode=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    if text.count("\\") != text.count('\\"'):
+        return None
+    match = _FLUENTD_PLAIN_RE.fullmatch(text)
+    return None if match is None else _record_json(match.groups(), _quote)
 
 
 # --- batching: records -> objects ----------------------------------------------------
@@ -446,29 +458,41 @@ class Batch:
         return slot
 
 
+def record_results(data: str) -> Iterator[tuple[str, str] | Problem]:
+    """(hour prefix, record JSON) for each parsed line of one record, a Problem for the rest."""
+    fast = fluentd_record_json(data)
+    if fast is not None:
+        yield fast
+        return
+    for item in record_lines(data):
+        if isinstance(item, str):
+            parsed = line_to_json(item)
+            yield parsed or Problem("UnparsableLine", "not an nginx combined or main line", item.encode("utf-8"))
+        else:
+            yield item
+
+
 def build_batch(event_records: list[dict[str, Any]], compression: str = "") -> Batch:
     """Parse every record of an event into per-hour record objects and error objects."""
     batch = Batch(compression, records=len(event_records))
     objects = batch.objects
+    lines = parsed = 0
     for event_record in event_records:
         kinesis = event_record["kinesis"]
         sequence_number = kinesis["sequenceNumber"]
-        for item in record_lines(kinesis.get("data", "")):
-            if isinstance(item, str):
-                batch.lines += 1
-                parsed = line_to_json(item)
-                if parsed is not None:
-                    batch.parsed += 1
-                    hour, text = parsed
-                    slot = objects.get(hour) or batch.slot(hour, event_record)
-                    slot.lines.append(text)
-                    slot.sequence_numbers.append(sequence_number)
-                    continue
-                item = Problem("UnparsableLine", "not an nginx combined or main line", item.encode("utf-8"))
-            batch.errors += 1
-            slot = batch.slot(ERROR_PREFIX + _arrival(kinesis).strftime("%Y/%m/%d/%H"), event_record)
-            slot.lines.append(error_line(item, _shard_id(event_record), kinesis))
+        for item in record_results(kinesis.get("data", "")):
+            if item.__class__ is tuple:
+                lines += 1
+                parsed += 1
+                slot = objects.get(item[0]) or batch.slot(item[0], event_record)
+                slot.lines.append(item[1])
+            else:
+                lines += item.code == "UnparsableLine"
+                batch.errors += 1
+                slot = batch.slot(ERROR_PREFIX + _arrival(kinesis).strftime("%Y/%m/%d/%H"), event_record)
+                slot.lines.append(error_line(item, _shard_id(event_record), kinesis))
             slot.sequence_numbers.append(sequence_number)
+    batch.lines, batch.parsed = lines, parsed
     return batch
 
 

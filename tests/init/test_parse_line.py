@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kinesis_event_to_s3 import FIELDS, parse_line, utc_instant
+from kinesis_event_to_s3 import FIELDS, fluentd_record_json, line_to_json, parse_line, utc_instant
 from support.corpus import corpus_files, corpus_lines
+from support.events import fluentd_message
 from support.nginx_format import rebuild, scan
 
 # Files documented (data/corpus/README.md) as nothing but combined/main traffic.
@@ -33,6 +36,25 @@ def _check_record(line: str, record: dict) -> None:
         assert record["request"] == f"{record['request_method']} {record['request_uri']} {record['server_protocol']}"
     for key in ("remote_user", "request", "http_referer", "http_user_agent", "http_x_forwarded_for"):
         assert record[key] != "-"
+
+
+def fast_path(line: str) -> tuple[str, str] | None:
+    """The handler's hot path, on the record fluentd would send for this line."""
+    return fluentd_record_json(base64.b64encode(fluentd_message(line)).decode())
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_fluentd_fast_path_agrees_with_the_line_parser(path):
+    # given each real line as fluentd ships it
+    for raw in corpus_lines(path):
+        line = raw.decode("utf-8")
+        fast, general = fast_path(line), line_to_json(line)
+        # then the hot path gives the same bytes, or leaves the line to the general path
+        assert fast is None or fast == general, line
+        if general is not None and "\\" not in line and line.isprintable():
+            assert fast == general, f"a plain line missed the fast path: {line!r}"
+        if fast is not None:
+            json.loads(fast[1])
 
 
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
@@ -152,6 +174,7 @@ def test_named_cases(line, expected):
         pytest.param(COMBINED.replace("27/May", "27/Foo"), id="no-such-month"),
         pytest.param(COMBINED.replace('"curl/8.5.0"', '"ua "with" raw quotes"') + ' "-"', id="raw-quotes"),
         pytest.param(COMBINED + " trailing", id="trailing-text"),
+        pytest.param(COMBINED.replace("- -", '- a"b'), id="quote-in-user"),
         pytest.param(COMBINED + "\n" + COMBINED, id="two-lines-in-one"),
         pytest.param(COMBINED.replace(" 200 ", " 2000 "), id="four-digit-status"),
         pytest.param("", id="empty"),
@@ -226,7 +249,22 @@ def test_generated_lines_round_trip(fields, main):
 
 
 @settings(max_examples=300, deadline=None)
+@given(log_records(), st.booleans())
+def test_generated_lines_take_the_fast_path_with_the_same_result(fields, main):
+    if not main:
+        fields["http_x_forwarded_for"] = None
+    line = rebuild(fields, main=main)
+    fast, general = fast_path(line), line_to_json(line)
+    assert general is not None
+    assert fast is None or fast == general
+    if "\\" not in line and line.isprintable():
+        assert fast == general
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_arbitrary_text_never_raises(text):
     record = parse_line(text)
     assert record is None or scan(text) is not None
+    fast = fast_path(text)
+    assert fast is None or fast == line_to_json(text)

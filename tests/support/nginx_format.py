@@ -45,7 +45,7 @@ def scan(line: str) -> dict[str, Any] | None:
     if not sep or not (addr == "unix:" or (addr and all(c in "0123456789abcdefABCDEF.:" for c in addr))):
         return None
     user, sep, rest = rest.partition(" [")
-    if not sep or not user or " " in user or "\t" in user:
+    if not sep or not user or any(c.isspace() or c == '"' for c in user):
         return None
     time_local, rest = rest[:26], rest[26:]
     if not _time_ok(time_local) or not rest.startswith("] "):
