@@ -16,8 +16,8 @@ from diagrams.aws.analytics import KinesisDataStreams
 from diagrams.aws.compute import Lambda
 from diagrams.aws.security import IAMRole
 from diagrams.aws.storage import S3
+from diagrams.onprem.aggregator import Fluentd
 from diagrams.onprem.client import User
-from diagrams.onprem.logging import Fluentd
 from diagrams.onprem.network import Nginx
 
 HERE = Path(__file__).resolve().parent

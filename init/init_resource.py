@@ -647,7 +647,7 @@ def status(aws: Aws, settings: Settings) -> bool:
 # --- command line --------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="init_resource.py",
@@ -690,6 +690,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait for the endpoint and each resource (default %(default)s)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.force and not args.teardown:
         parser.error("--force goes with --teardown")
