@@ -671,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1",
     )
     parser.add_argument("--stream", default=env("KINESIS_STREAM") or "nginx-accesslog-stream", help="$KINESIS_STREAM")
-    parser.add_argument("--shards", type=_positive_int, default=env("KINESIS_SHARDS") or 1, help="$KINESIS_SHARDS")
+    parser.add_argument("--shards", type=_positive(int), default=env("KINESIS_SHARDS") or 1, help="$KINESIS_SHARDS")
     parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
     parser.add_argument("--role", default=env("LAMBDA_ROLE_NAME") or "kinesis-lambda-role", help="$LAMBDA_ROLE_NAME")
     parser.add_argument(
@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--wait-timeout",
-        type=_positive_float,
+        type=_positive(float),
         default=60.0,
         help="seconds to wait for the endpoint and each resource (default %(default)s)",
     )
@@ -703,24 +703,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` (int or float) above 0."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not {'a whole number' if kind is int else 'a number'}: {text!r}"
+            ) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be more than 0")
+        return value
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
+    return parse
 
 
 def confirm_real_aws(aws: Aws, settings: Settings, args: argparse.Namespace) -> None:

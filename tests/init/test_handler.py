@@ -213,14 +213,19 @@ def test_failed_put_reports_the_lowest_sequence_number_that_did_not_land(
     assert hours == ["08", "08", "09", "09"]
 
 
-def test_failed_trim_moves_the_retry_point_down(handler_module, s3_client, bucket, monkeypatch):
-    # given interleaved hours, a failing 09h put and a failing rewrite of the 08h object
+def interleaved_hours() -> tuple[list[str], list[KinesisRecord]]:
+    """Three records: 08h, 09h, 08h."""
     seqs = sequence_numbers(3)
-    records = [
+    return seqs, [
         KinesisRecord(LINE.encode(), seqs[0]),
         KinesisRecord(NEXT_HOUR.encode(), seqs[1]),
         KinesisRecord(LINE.encode(), seqs[2]),
     ]
+
+
+def test_failed_trim_moves_the_retry_point_down(handler_module, s3_client, bucket, monkeypatch):
+    # given interleaved hours, a failing 09h put and a failing rewrite of the 08h object
+    seqs, records = interleaved_hours()
     failing = FailingS3(s3_client, ("2020/05/27/09/", "2020/05/27/08/"), times=1)
     failing._left["2020/05/27/08/"] = None
     monkeypatch.setattr(handler_module, "s3", failing)
@@ -235,12 +240,7 @@ def test_failed_trim_moves_the_retry_point_down(handler_module, s3_client, bucke
 
 def test_rewrite_failure_after_a_landed_object_leaves_no_duplicate(handler_module, s3_client, bucket, monkeypatch):
     # given the 08h object lands, the 09h put fails, then the trimming rewrite of 08h fails
-    seqs = sequence_numbers(3)
-    records = [
-        KinesisRecord(LINE.encode(), seqs[0]),
-        KinesisRecord(NEXT_HOUR.encode(), seqs[1]),
-        KinesisRecord(LINE.encode(), seqs[2]),
-    ]
+    seqs, records = interleaved_hours()
 
     class FailAfterFirst(FailingS3):
         def put_object(self, **kwargs):
