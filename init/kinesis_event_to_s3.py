@@ -94,25 +94,17 @@ FIELDS = (
 )
 
 
-def _utc(time_local: str, with_seconds: bool) -> datetime | None:
-    """The instant (or, without seconds, the start of the local hour) in UTC; None if none."""
-    month = _MONTHS.get(time_local[3:6])
+def _utc_hour_start(key: str) -> datetime | None:
+    """`27/May/2020:10 +0330` (a local hour and offset) -> when it starts, in UTC; None
+    for no such hour (31/Feb, hour 25, an offset of a day or more)."""
+    month = _MONTHS.get(key[3:6])
     if month is None:
         return None
-    sign = -1 if time_local[21] == "-" else 1
-    offset = timedelta(hours=int(time_local[22:24]), minutes=int(time_local[24:26]))
-    minute, second = (int(time_local[15:17]), int(time_local[18:20])) if with_seconds else (0, 0)
+    sign = -1 if key[15] == "-" else 1
+    offset = timedelta(hours=int(key[16:18]), minutes=int(key[18:20]))
     try:
-        local = datetime(
-            int(time_local[7:11]),
-            month,
-            int(time_local[0:2]),
-            int(time_local[12:14]),
-            minute,
-            second,
-            tzinfo=timezone(sign * offset),
-        )
-    except ValueError:  # 31/Feb, hour 25, an offset of a day or more
+        local = datetime(int(key[7:11]), month, int(key[0:2]), int(key[12:14]), tzinfo=timezone(sign * offset))
+    except ValueError:
         return None
     return local.astimezone(UTC)
 
@@ -130,7 +122,7 @@ def _utc_hour(key: str) -> _Hour | None:
     """
     if len(_hours) >= 4096:
         _hours.clear()
-    start = _utc(f"{key[:14]}:00:00{key[14:]}", with_seconds=False)
+    start = _utc_hour_start(key)
     if start is None:
         hour = None
     else:
@@ -309,6 +301,9 @@ def payload_lines(payload: bytes) -> Iterator[str | Problem]:
         if not isinstance(message, str):
             yield Problem("MissingMessage", 'JSON without a string "message"', raw)
             continue
+        if not _encodable(message):
+            yield Problem("InvalidUtf8", "the message holds a lone surrogate (\\uD800-\\uDFFF)", raw)
+            continue
         lines = [line.removesuffix("\r") for line in message.split("\n")]
         if not any(lines):
             yield Problem("EmptyRecord", "the message is empty", message.encode("utf-8"))
@@ -327,9 +322,18 @@ def _fluentd_line(payload: bytes) -> str | None:
         line, end = scanstring(text, len(_FLUENTD_HEAD), True)
     except ValueError:
         return None
-    if end != len(text) - len(_FLUENTD_TAIL) + 1 or not line or "\n" in line:
+    if end != len(text) - len(_FLUENTD_TAIL) + 1 or not line or "\n" in line or not _encodable(line):
         return None
     return line
+
+
+def _encodable(text: str) -> bool:
+    """False when JSON escapes smuggled in a lone surrogate, which UTF-8 cannot hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def record_lines(data: str) -> list[str | Problem]:

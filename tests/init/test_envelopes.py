@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -77,6 +78,8 @@ def test_several_lines_in_one_record_in_order():
         pytest.param(b'{"log": "x"}', "MissingMessage", id="json-without-message"),
         pytest.param(b'{"message": 42}', "MissingMessage", id="json-message-not-string"),
         pytest.param(b"caf\xe9 " + LINE.encode(), "InvalidUtf8", id="invalid-utf8"),
+        pytest.param(b'{"message":"\\ud800"}', "InvalidUtf8", id="json-lone-surrogate"),
+        pytest.param(fluentd_message(LINE).replace(b"curl", b"\\udc80"), "InvalidUtf8", id="line-lone-surrogate"),
         pytest.param(b"\xf3\x89\x9a\xc2" + b"\xff" * 40, None, id="kpl-magic-bad-checksum"),
     ],
 )
@@ -131,6 +134,17 @@ def test_arbitrary_bytes_in_any_envelope_never_raise(payload, envelope):
         data = payload
     for item in lines_of(data):
         assert isinstance(item, str | Problem)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None), max_size=200))
+def test_any_text_as_ascii_json_never_raises(text):
+    # json.dumps escapes everything, lone surrogates included, as \uXXXX
+    data = json.dumps({"message": text}).encode() + b"\n"
+    for item in lines_of(data):
+        assert isinstance(item, str | Problem)
+        if isinstance(item, str):
+            item.encode("utf-8")
 
 
 @settings(max_examples=200, deadline=None)

@@ -312,3 +312,11 @@ def test_gzip_compression_when_asked(handler_module, s3_client, bucket, monkeypa
     assert json_lines(gzip.decompress(body))[0]["request_uri"] == "/"
     handler_module.handler(event)  # deterministic bytes: gzip header carries no time
     assert objects(s3_client, bucket)[key] == body
+
+
+def test_lone_surrogate_in_json_is_kept_in_errors_not_raised(handler_module, s3_client, bucket):
+    # JSON may escape a lone surrogate, which no UTF-8 object can hold
+    data = fluentd_message(LINE).replace(b"curl", b"\\udc80")
+    assert handler_module.handler(kinesis_event([KinesisRecord(data, "4")])) == {"batchItemFailures": []}
+    (error,) = errors_in(s3_client, bucket)
+    assert error["errorCode"] == "InvalidUtf8" and base64.b64decode(error["rawData"]) == data.rstrip(b"\n")
