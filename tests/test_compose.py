@@ -142,3 +142,21 @@ def test_env_example_names_every_variable_the_compose_file_reads():
     example = (ROOT / ".env.example").read_text()
     named = set(re.findall(r"^([A-Z_]+)=", example, re.M))
     assert variables <= named, variables - named
+
+
+def test_every_dollar_is_an_interpolation_or_escaped():
+    # Compose rejects a lone `$`; `$$` stands for one
+    for number, line in enumerate(COMPOSE_FILE.read_text().splitlines(), 1):
+        code = line.split(" #", 1)[0]
+        stripped = re.sub(r"\$\$|\$\{[A-Za-z_][A-Za-z0-9_]*(?::?-[^}]*)?\}", "", code)
+        assert "$" not in stripped, f"docker-compose.yml:{number}: {line.strip()}"
+
+
+def test_nginx_envsubst_filter_selects_only_our_variables():
+    web = compose()["services"]["web"]["environment"]
+    pattern = re.compile(web["NGINX_ENVSUBST_FILTER"])
+    ours = {name for name in web if name.startswith("NGINX_") and name != "NGINX_ENVSUBST_FILTER"}
+    assert ours == {name for name in ours if pattern.search(name)}
+    assert not pattern.search("PATH") and not pattern.search("NGINX_VERSION")
+    template = (ROOT / "nginx" / "templates" / "default.conf.template").read_text()
+    assert set(re.findall(r"\$\{([A-Z_]+)\}", template)) == ours

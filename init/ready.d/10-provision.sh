@@ -5,4 +5,4 @@
 # own Python environment, which has boto3. A failure marks this hook ERROR, which the
 # compose healthcheck (init/localstack_ready.py) reports as unhealthy.
 set -euo pipefail
-exec python3 /opt/pipeline/init/init_resource.py --endpoint-url http://localhost:4566 --wait-timeout 120
+exec python3 /opt/pipeline/init/init_resource.py --endpoint-url http://localhost:4566 --wait-timeout 300

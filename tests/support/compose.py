@@ -16,7 +16,8 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 def interpolate(value: Any, env: dict[str, str]) -> Any:
     """Compose's `${NAME:-default}` substitution, over a parsed document."""
     if isinstance(value, str):
-        return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+        parts = value.split("$$")  # `$$` is a literal `$`
+        return "$".join(_VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), p) for p in parts)
     if isinstance(value, list):
         return [interpolate(v, env) for v in value]
     if isinstance(value, dict):
