@@ -508,16 +508,18 @@ def put_object(key: str, body: bytes, compression: str) -> None:
     s3.put_object(Bucket=BUCKET_NAME, Key=key, Body=body, ContentType="application/x-ndjson", **extra)
 
 
-def _try_put(s3_object: S3Object, compression: str) -> bool:
+def _try_put(s3_object: S3Object, compression: str, failures: list[str]) -> bool:
+    """Put one object; on failure note the error's code (never the data) and say False."""
     try:
         put_object(s3_object.key, s3_object.body(compression), compression)
     except (BotoCoreError, ClientError) as exc:
-        log("put_object failed", key=s3_object.key, error=type(exc).__name__)
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        failures.append(code)
         return False
     return True
 
 
-def write_batch(batch: Batch, compression: str) -> str | None:
+def write_batch(batch: Batch, compression: str, failures: list[str]) -> str | None:
     """Put every object; return the sequence number the mapping must retry from, if any.
 
     The retry re-reads the shard from that number, so an object that landed must not hold
@@ -528,7 +530,7 @@ def write_batch(batch: Batch, compression: str) -> str | None:
     landed = []
     retry_from: str | None = None
     for s3_object in batch.objects.values():
-        if _try_put(s3_object, compression):
+        if _try_put(s3_object, compression, failures):
             landed.append(s3_object)
         elif retry_from is None or int(s3_object.first_sequence_number()) < int(retry_from):
             retry_from = s3_object.first_sequence_number()
@@ -541,7 +543,7 @@ def write_batch(batch: Batch, compression: str) -> str | None:
             return retry_from
         landed.remove(spill)
         trimmed = spill.before(retry_from)
-        if _try_put(trimmed, compression):
+        if _try_put(trimmed, compression, failures):
             landed.append(trimmed)
         else:
             retry_from = spill.first_sequence_number()
@@ -552,7 +554,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
     """Parse the batch, write one object per hour; report where a retry must start."""
     started = time.perf_counter()
     batch = build_batch(event.get("Records", []), COMPRESSION)
-    retry_from = write_batch(batch, COMPRESSION)
+    failures: list[str] = []
+    retry_from = write_batch(batch, COMPRESSION, failures)
     log(
         "batch processed",
         records=batch.records,
@@ -560,6 +563,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
         parsed=batch.parsed,
         errors=batch.errors,
         objects=len(batch.objects),
+        putFailures=failures,
         retryFrom=retry_from,
         milliseconds=round((time.perf_counter() - started) * 1000, 1),
     )

@@ -188,7 +188,7 @@ class FailingS3:
 
 
 def test_failed_put_reports_the_lowest_sequence_number_that_did_not_land(
-    handler_module, s3_client, bucket, monkeypatch
+    handler_module, s3_client, bucket, monkeypatch, capsys
 ):
     # given a batch whose 09h records start at the second record and whose 09h object fails
     seqs = sequence_numbers(4)
@@ -201,6 +201,8 @@ def test_failed_put_reports_the_lowest_sequence_number_that_did_not_land(
     monkeypatch.setattr(handler_module, "s3", FailingS3(s3_client, ("2020/05/27/09/",)))
     # when it is handled
     result = handler_module.handler(kinesis_event(records))
+    (log_line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert log_line["putFailures"] == ["SlowDown"] and log_line["retryFrom"] == seqs[1]
     # then the mapping is told to retry from the first 09h record, and S3 holds exactly the
     # records before it (the 08h object was trimmed: its second record comes with the retry)
     assert result == {"batchItemFailures": [{"itemIdentifier": seqs[1]}]}
