@@ -421,3 +421,55 @@ def test_script_starts_on_python_3_9():
         timeout=60,
     )
     assert result.returncode == 1 and "did not become ready" in result.stderr, result.stderr
+
+
+class FakeLocalStack:
+    """/_localstack/health answering as LocalStack does while its services come up."""
+
+    def __init__(self, ready_after: int | None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        self.calls = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # http.server's naming
+                fake.calls += 1
+                ready = fake.calls > ready_after if ready_after is not None else False
+                state = "available" if ready else "initializing"
+                services = {"kinesis": "running", "lambda": state, "s3": "available", "iam": "available"}
+                body = json.dumps({"services": services, "edition": "community"}).encode()
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_waits_until_localstack_services_are_available():
+    fake = FakeLocalStack(ready_after=2)
+    try:
+        settings = init_resource.Settings(STREAM, 1, BUCKET, ROLE, FUNCTION, "us-east-1", fake.url, 10)
+        init_resource.wait_for_endpoint(settings)
+    finally:
+        fake.close()
+    assert fake.calls == 3
+
+
+def test_localstack_never_ready_fails_naming_the_service():
+    fake = FakeLocalStack(ready_after=None)
+    try:
+        settings = init_resource.Settings(STREAM, 1, BUCKET, ROLE, FUNCTION, "us-east-1", fake.url, 2)
+        with pytest.raises(init_resource.Failure, match="LocalStack services not ready: lambda"):
+            init_resource.wait_for_endpoint(settings)
+    finally:
+        fake.close()
