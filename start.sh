@@ -139,7 +139,8 @@ down() {
     *) usage_error "unknown option for down: $1 (use --volumes)" ;;
   esac
   check_docker
-  docker compose down --remove-orphans "${volumes[@]}"
+  # ${a[@]+...}: an empty array under `set -u` on macOS's bash 3.2
+  docker compose down --remove-orphans ${volumes[@]+"${volumes[@]}"}
 }
 
 main() {

@@ -7,6 +7,7 @@ Compose v2 and the images' registries; without an engine it skips, saying why.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.skipif(docker_problem() is not Non
 @pytest.fixture(scope="module")
 def stack():
     port = free_port()
-    env = {"WEB_PORT": str(port), "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    env = {**os.environ, "WEB_PORT": str(port)}
     started = subprocess.run([str(ROOT / "start.sh")], cwd=ROOT, env=env, timeout=1200)
     try:
         assert started.returncode == 0

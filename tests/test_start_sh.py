@@ -112,3 +112,15 @@ def test_settings_are_read_from_dot_env_as_data(tmp_path):
     )
     assert not marker.exists()
     assert os.access(work / "start.sh", os.X_OK)
+
+
+@pytest.mark.parametrize("args", [["down"], ["down", "--volumes"]])
+def test_down_passes_the_right_options_to_compose(tmp_path, args):
+    # the fake docker records its arguments; `down` with no option must work under set -u
+    # even where an empty array counts as unset (bash 3.2 on macOS)
+    record = tmp_path / "calls"
+    result = run_start(tmp_path, *args, docker=f'echo "$*" >> {record}\nexit 0\n')
+    assert result.returncode == 0, result.stderr
+    calls = record.read_text().splitlines()
+    expected = "compose down --remove-orphans" + (" --volumes" if "--volumes" in args else "")
+    assert calls[-1] == expected
