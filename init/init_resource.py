@@ -92,6 +92,23 @@ class Report:
         self.lines.append(line)
         print(line, flush=True)
 
+    def settle(
+        self,
+        resource: str,
+        name: str,
+        created: bool,
+        changes: list[str],
+        created_detail: str = "",
+        unchanged_detail: str = "",
+    ) -> None:
+        """Say created, updated (with what changed) or unchanged."""
+        if created:
+            self.say(resource, name, "created", created_detail)
+        elif changes:
+            self.say(resource, name, "updated", ", ".join(changes))
+        else:
+            self.say(resource, name, "unchanged", unchanged_detail)
+
     def changed(self) -> bool:
         return any(": unchanged" not in line for line in self.lines)
 
@@ -331,12 +348,7 @@ def ensure_bucket(aws: Aws, settings: Settings, report: Report) -> None:
     if not algorithms or algorithms[0] not in ("AES256", "aws:kms", "aws:kms:dsse"):
         aws.s3.put_bucket_encryption(Bucket=settings.bucket, ServerSideEncryptionConfiguration=ENCRYPTION)
         changes.append("SSE-S3 encryption")
-    if created:
-        report.say("bucket", settings.bucket, "created", "private, SSE-S3")
-    elif changes:
-        report.say("bucket", settings.bucket, "updated", ", ".join(changes))
-    else:
-        report.say("bucket", settings.bucket, "unchanged")
+    report.settle("bucket", settings.bucket, created, changes, "private, SSE-S3")
 
 
 def ensure_role(aws: Aws, settings: Settings, stream_arn: str, report: Report) -> str:
@@ -372,12 +384,7 @@ def ensure_role(aws: Aws, settings: Settings, stream_arn: str, report: Report) -
         iam.put_role_policy(RoleName=settings.role, PolicyName=INLINE_POLICY, PolicyDocument=json.dumps(wanted_policy))
         if not created:
             changes.append("permissions")
-    if created:
-        report.say("role", settings.role, "created", "trust lambda.amazonaws.com, least-privilege inline policy")
-    elif changes:
-        report.say("role", settings.role, "updated", ", ".join(changes))
-    else:
-        report.say("role", settings.role, "unchanged")
+    report.settle("role", settings.role, created, changes, "trust lambda.amazonaws.com, least-privilege inline policy")
     return role["Arn"]
 
 
@@ -433,10 +440,7 @@ def ensure_function(aws: Aws, settings: Settings, role_arn: str, report: Report)
         )
         lam.get_waiter("function_updated_v2").wait(FunctionName=settings.function, WaiterConfig=waiters)
         changes.extend(drift)
-    if changes:
-        report.say("function", settings.function, "updated", ", ".join(changes))
-    else:
-        report.say("function", settings.function, "unchanged")
+    report.settle("function", settings.function, False, changes)
     return deployed["FunctionArn"]
 
 
@@ -476,10 +480,7 @@ def ensure_mapping(aws: Aws, settings: Settings, stream_arn: str, report: Report
         lam.update_event_source_mapping(UUID=mapping["UUID"], **drift)
     removed = f"removed {len(existing) - 1} duplicate(s)" if len(existing) > 1 else ""
     changes = [*sorted(drift), removed] if removed else sorted(drift)
-    if changes:
-        report.say("mapping", name, "updated", ", ".join(changes))
-    else:
-        report.say("mapping", name, "unchanged", mapping["UUID"])
+    report.settle("mapping", name, False, changes, unchanged_detail=mapping["UUID"])
 
 
 def converge(aws: Aws, settings: Settings) -> Report:
