@@ -43,7 +43,8 @@ for _name, _value in {
 import boto3  # noqa: E402
 import init_resource  # noqa: E402
 from support.event_source_mapping import EventSourceMapping, load_deployed_handler  # noqa: E402
-from support.nginx import Nginx, free_port  # noqa: E402
+from support.net import free_port  # noqa: E402
+from support.nginx import Nginx  # noqa: E402
 from support.shipper import Shipper  # noqa: E402
 
 BUCKET, STREAM, FUNCTION = "nginx-accesslog", "nginx-accesslog-stream", "KinesisAccessLogToS3"

@@ -6,18 +6,17 @@ Compose v2 and the images' registries; without an engine it skips, saying why.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 import uuid
 
 import boto3
 import pytest
 from support.compose import ROOT
-from support.nginx import free_port
+from support.net import free_port, wait_until
+from support.s3 import bucket_objects, json_lines
 
 
 def docker_problem() -> str | None:
@@ -62,18 +61,18 @@ def test_a_request_arrives_in_s3_as_its_record(stack):
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    deadline = time.monotonic() + 60
-    found = None
-    while found is None and time.monotonic() < deadline:
-        for item in s3.list_objects_v2(Bucket="nginx-accesslog").get("Contents", []):
-            if item["Key"].startswith("errors/"):
-                continue
-            for line in s3.get_object(Bucket="nginx-accesslog", Key=item["Key"])["Body"].read().splitlines():
-                record = json.loads(line)
-                if record["request_uri"] == path:
-                    found = record
-        if found is None:
-            time.sleep(1)  # polling S3 for content: no waiter matches an object's contents
+
+    def record_of_our_request() -> dict | None:
+        for key, body in bucket_objects(s3, "nginx-accesslog").items():
+            if not key.startswith("errors/"):
+                for record in json_lines(body):
+                    if record["request_uri"] == path:
+                        return record
+        return None
+
+    # polling S3 for content: no waiter matches an object's contents
+    wait_until(lambda: record_of_our_request() is not None, 60, interval=1)
+    found = record_of_our_request()
     assert found is not None, "the request did not reach S3 within 60 s"
     assert found["request_method"] == "GET" and found["status"] == 404
     assert found["http_user_agent"] == "stack-test"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.compose import ROOT
+from support.net import free_port
 
 START = ROOT / "start.sh"
 TOOLS = ["bash", "dirname", "sed", "grep", "cut", "tail", "head", "cat", "sleep"]
@@ -81,9 +82,7 @@ def test_web_port_taken(tmp_path):
 def test_newer_localstack_without_token_gets_a_hint(tmp_path):
     # docker answers everything but fails `compose up`, so start.sh stops there
     docker = '[[ "$1 $2" == "compose up" ]] && { echo "up failed" >&2; exit 1; }\nexit 0\n'
-    with socket.socket() as probe:  # a free port for the web port check
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there: the web port check passes
     result = run_start(
         tmp_path, docker=docker, env={"LOCALSTACK_IMAGE": "localstack/localstack:2026.3.0", "WEB_PORT": str(port)}
     )

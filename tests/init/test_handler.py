@@ -11,19 +11,11 @@ from botocore.exceptions import ClientError
 from support.corpus import CORPUS, corpus_lines
 from support.events import KinesisRecord, captured_fluentd_records, fluentd_message, kinesis_event, sequence_numbers
 from support.nginx_format import rebuild
+from support.s3 import bucket_objects as objects
+from support.s3 import json_lines
 
 LINE = '203.0.113.9 - - [27/May/2020:08:23:31 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.5.0"'
 NEXT_HOUR = LINE.replace("08:23:31", "09:00:00")
-
-
-def objects(s3_client, bucket: str, prefix: str = "") -> dict[str, bytes]:
-    listing = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    return {o["Key"]: s3_client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
-
-
-def json_lines(body: bytes) -> list[dict]:
-    assert body.endswith(b"\n")
-    return [json.loads(line) for line in body.decode("utf-8").splitlines()]
 
 
 def records_in(s3_client, bucket: str) -> list[dict]:

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import boto3
 import init_resource
 import pytest
+from support.net import free_port, serve
 
 SCRIPT = Path(init_resource.__file__)
 STREAM, BUCKET, ROLE, FUNCTION = (
@@ -316,16 +316,10 @@ def test_status_reports_each_part_and_hints(run):
     assert "hint: no records yet" in out
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_endpoint_fails_clearly_within_the_timeout():
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--endpoint-url", f"http://127.0.0.1:{_closed_port()}", "--wait-timeout", "2"],
+        [sys.executable, str(SCRIPT), "--endpoint-url", f"http://127.0.0.1:{free_port()}", "--wait-timeout", "2"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -415,7 +409,7 @@ PYTHON39 = _python39()
 @pytest.mark.skipif(PYTHON39 is None, reason="no python3.9 on this machine")
 def test_script_starts_on_python_3_9():
     result = subprocess.run(
-        [PYTHON39, str(SCRIPT), "--endpoint-url", f"http://127.0.0.1:{_closed_port()}", "--wait-timeout", "1"],
+        [PYTHON39, str(SCRIPT), "--endpoint-url", f"http://127.0.0.1:{free_port()}", "--wait-timeout", "1"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -427,29 +421,17 @@ class FakeLocalStack:
     """/_localstack/health answering as LocalStack does while its services come up."""
 
     def __init__(self, ready_after: int | None):
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
         self.calls = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # http.server's naming
-                fake.calls += 1
-                ready = fake.calls > ready_after if ready_after is not None else False
-                state = "available" if ready else "initializing"
-                services = {"kinesis": "running", "lambda": state, "s3": "available", "iam": "available"}
-                body = json.dumps({"services": services, "edition": "community"}).encode()
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.ready_after = ready_after
+        self.server = serve(self.health)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def health(self, path: str) -> tuple[int, bytes]:
+        self.calls += 1
+        ready = self.ready_after is not None and self.calls > self.ready_after
+        state = "available" if ready else "initializing"
+        services = {"kinesis": "running", "lambda": state, "s3": "available", "iam": "available"}
+        return 200, json.dumps({"services": services, "edition": "community"}).encode()
 
     def close(self):
         self.server.shutdown()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 from localstack_ready import verdict
+from support.net import serve
 
 SCRIPT = Path(__file__).resolve().parents[2] / "init" / "localstack_ready.py"
 HOOK = {"stage": "READY", "name": "10-provision.sh"}
@@ -32,21 +31,6 @@ def test_verdict(report, ready, reason):
     assert got_ready is ready and reason in got_reason
 
 
-def serve(body: bytes, status: int = 200):
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # http.server's naming
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -57,7 +41,7 @@ def serve(body: bytes, status: int = 200):
     ],
 )
 def test_script_exit_code(body, status, code):
-    server = serve(body, status)
+    server = serve(lambda path: (status, body))
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
         result = subprocess.run([sys.executable, str(SCRIPT), url], capture_output=True, text=True, timeout=30)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import time
 import urllib.request
 
 import pytest
 from kinesis_event_to_s3 import parse_line
+from support.net import wait_until
 from support.nginx import MAIN_FORMAT, TEMPLATE, raw_request
 
 
 def wait_for_lines(nginx, count: int, timeout: float = 5) -> list[str]:
     """nginx writes a request's line once the response is done: wait for it."""
-    deadline = time.monotonic() + timeout
-    while len(lines := nginx.log_lines()) < count and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return lines
+    wait_until(lambda: len(nginx.log_lines()) >= count, timeout, interval=0.02)
+    return nginx.log_lines()
 
 
 def test_serves_the_landing_page_without_its_version(nginx):

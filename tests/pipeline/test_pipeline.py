@@ -9,8 +9,9 @@ import time
 
 import init_resource
 from botocore.exceptions import ClientError
+from support.net import wait_until
 from support.nginx import raw_request
-from support.shipper import Shipper, wait_until
+from support.shipper import Shipper
 
 
 def get(port: int, path: str, headers: str = "") -> None:

@@ -11,8 +11,9 @@ import os
 import re
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from support.net import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATE = ROOT / "nginx" / "templates" / "default.conf.template"
@@ -61,12 +62,6 @@ def render_template(values: dict[str, str]) -> str:
     return re.sub(r"\$\{([A-Z_]+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Nginx:
     """nginx serving the project's site from a temporary prefix; stop() ends it."""
 
@@ -98,16 +93,17 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}"
 
     def _wait_until_listening(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def listening() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nginx exited: {self.process.stderr.read().decode()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
             except OSError:
-                time.sleep(0.05)  # polling a port: there is no waiter for a process
-        raise RuntimeError("nginx did not listen in time")
+                return False
+            return True
+
+        if not wait_until(listening, timeout):
+            raise RuntimeError("nginx did not listen in time")
 
     def log_lines(self) -> list[str]:
         if not self.access_log.exists():
@@ -119,9 +115,7 @@ class Nginx:
         import signal
 
         self.process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 5
-        while not self.access_log.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(self.access_log.exists, 5, interval=0.02)
 
     def stop(self) -> None:
         self.process.terminate()

@@ -20,7 +20,6 @@ result), multi-worker setups, compression, fluentd's own metrics.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,13 +194,3 @@ class Shipper:
 
 class _Stopped(Exception):
     pass
-
-
-def wait_until(condition, timeout: float, interval: float = 0.05) -> bool:
-    """Poll `condition` until true or `timeout` seconds pass (for in-process stand-ins)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return bool(condition())
