@@ -1,33 +1,56 @@
 #!/usr/bin/env python3
-"""LocalStack healthcheck: healthy only once our ready.d provisioning hook succeeded.
+"""LocalStack healthcheck: healthy only once provisioning succeeded.
 
 `/_localstack/health` answers 200 while ready.d scripts still run, and a failing script
-does not fail the stage, so this reads `/_localstack/init/ready` instead: the stage must
-be completed and every script SUCCESSFUL. Standard library only (the healthcheck runs
-with the container's plain python3). Exit 0 when ready, 1 otherwise, with a reason.
+does not fail the stage, so this reads `/_localstack/init/ready`: the stage must be
+completed. The provisioning hook (init/ready.d/10-provision.sh) also writes its outcome
+to a state file; when present, that outcome decides, because `./start.sh provision` can
+run the hook again after a failure while LocalStack keeps reporting the first ERROR.
+Standard library only (the healthcheck runs with the container's plain python3).
+Exit 0 when ready, 1 otherwise, printing the reason on one line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.request
+from pathlib import Path
 
 DEFAULT_URL = "http://localhost:4566/_localstack/init/ready"
+FIX = "fix the cause, then run ./start.sh provision"
 
 
-def verdict(report: dict) -> tuple[bool, str]:
-    """(ready, reason) from the JSON LocalStack returns for an init stage."""
+def state_file() -> Path:
+    return Path(os.environ.get("PIPELINE_STATE_DIR") or "/tmp/pipeline") / "provision.state"  # noqa: S108 - container path
+
+
+def verdict(report: dict, provision_state: str | None = None) -> tuple[bool, str]:
+    """(ready, reason) from LocalStack's ready-stage report and the hook's state file."""
     scripts = report.get("scripts") or []
     if not scripts:
         return False, "no ready.d script registered (is init/ready.d mounted?)"
     failed = [s.get("name", "?") for s in scripts if s.get("state") == "ERROR"]
-    if failed:
-        return False, "provisioning failed: " + ", ".join(failed) + " (docker compose logs localstack)"
-    pending = [s.get("name", "?") for s in scripts if s.get("state") != "SUCCESSFUL"]
+    pending = [s.get("name", "?") for s in scripts if s.get("state") not in ("SUCCESSFUL", "ERROR")]
     if pending or not report.get("completed"):
         return False, "provisioning still running: " + (", ".join(pending) or "stage not completed")
+    if provision_state is not None:
+        if provision_state == "ok":
+            return True, "provisioned" + (" (by a re-run after the hook failed)" if failed else "")
+        if provision_state == "running":
+            return False, "provisioning running again (./start.sh provision)"
+        return False, f"provisioning {provision_state}: {FIX}"
+    if failed:
+        return False, "provisioning failed: " + ", ".join(failed) + f"; {FIX}"
     return True, "provisioned"
+
+
+def read_state(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +61,7 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"not ready: {exc}")
         return 1
-    ready, reason = verdict(report if isinstance(report, dict) else {})
+    ready, reason = verdict(report if isinstance(report, dict) else {}, read_state(state_file()))
     print(reason)
     return 0 if ready else 1
 

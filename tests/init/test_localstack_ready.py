@@ -13,49 +13,72 @@ from support.net import serve
 
 SCRIPT = Path(__file__).resolve().parents[2] / "init" / "localstack_ready.py"
 HOOK = {"stage": "READY", "name": "10-provision.sh"}
+DONE_OK = {"completed": True, "scripts": [{**HOOK, "state": "SUCCESSFUL"}]}
+DONE_ERROR = {"completed": True, "scripts": [{**HOOK, "state": "ERROR"}]}
+RUNNING = {"completed": False, "scripts": [{**HOOK, "state": "RUNNING"}]}
 
 
 @pytest.mark.parametrize(
-    ("report", "ready", "reason"),
+    ("report", "state", "ready", "reason"),
     [
-        ({"completed": True, "scripts": [{**HOOK, "state": "SUCCESSFUL"}]}, True, "provisioned"),
-        ({"completed": False, "scripts": [{**HOOK, "state": "RUNNING"}]}, False, "still running"),
-        ({"completed": False, "scripts": [{**HOOK, "state": "UNKNOWN"}]}, False, "still running"),
-        ({"completed": True, "scripts": [{**HOOK, "state": "ERROR"}]}, False, "provisioning failed"),
-        ({"completed": True, "scripts": []}, False, "no ready.d script"),
-        ({}, False, "no ready.d script"),
+        (DONE_OK, None, True, "provisioned"),
+        (RUNNING, None, False, "still running"),
+        ({"completed": False, "scripts": [{**HOOK, "state": "UNKNOWN"}]}, None, False, "still running"),
+        (DONE_ERROR, None, False, "provisioning failed"),
+        ({"completed": True, "scripts": []}, None, False, "no ready.d script"),
+        ({}, None, False, "no ready.d script"),
+        # the hook's own state file decides once the stage is complete
+        (DONE_OK, "ok", True, "provisioned"),
+        (DONE_ERROR, "failed (exit 1)", False, "./start.sh provision"),
+        # a re-run (./start.sh provision) after a failed hook: LocalStack still says ERROR
+        (DONE_ERROR, "running", False, "running again"),
+        (DONE_ERROR, "ok", True, "re-run"),
+        # a state file left by an earlier start never counts before this start's hook ran
+        (RUNNING, "ok", False, "still running"),
     ],
 )
-def test_verdict(report, ready, reason):
-    got_ready, got_reason = verdict(report)
+def test_verdict(report, state, ready, reason):
+    got_ready, got_reason = verdict(report, state)
     assert got_ready is ready and reason in got_reason
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "code"),
+    ("body", "status", "state", "code"),
     [
-        (json.dumps({"completed": True, "scripts": [{**HOOK, "state": "SUCCESSFUL"}]}).encode(), 200, 0),
-        (json.dumps({"completed": True, "scripts": [{**HOOK, "state": "ERROR"}]}).encode(), 200, 1),
-        (b"not json", 200, 1),
-        (b"", 503, 1),
+        (json.dumps(DONE_OK).encode(), 200, None, 0),
+        (json.dumps(DONE_ERROR).encode(), 200, None, 1),
+        (json.dumps(DONE_ERROR).encode(), 200, "ok\n", 0),
+        (json.dumps(DONE_OK).encode(), 200, "failed (exit 1)\n", 1),
+        (b"not json", 200, None, 1),
+        (b"", 503, None, 1),
     ],
 )
-def test_script_exit_code(body, status, code):
+def test_script_exit_code(tmp_path, body, status, state, code):
+    # given LocalStack's answer and, maybe, the hook's state file
+    if state is not None:
+        (tmp_path / "provision.state").write_text(state)
     server = serve(lambda path: (status, body))
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
-        result = subprocess.run([sys.executable, str(SCRIPT), url], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PIPELINE_STATE_DIR": str(tmp_path)},
+        )
     finally:
         server.shutdown()
     assert result.returncode == code, result.stdout
-    assert "Traceback" not in result.stderr
+    assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr
 
 
-def test_script_when_nothing_listens():
+def test_script_when_nothing_listens(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "http://127.0.0.1:9/_localstack/init/ready"],
         capture_output=True,
         text=True,
         timeout=30,
+        env={"PIPELINE_STATE_DIR": str(tmp_path)},
     )
     assert result.returncode == 1 and result.stdout.startswith("not ready")
