@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import sys
 import time
 import urllib.error
@@ -404,41 +405,77 @@ def _retry_while_role_propagates(call: Callable[[], Any], settings: Settings) ->
             delay = min(delay * 2, 8)
 
 
+def function_failure(config: dict[str, Any]) -> str | None:
+    """Why a function cannot run (its State or last update Failed), or None when it can."""
+    if config.get("State") == "Failed":
+        return f"State Failed: {config.get('StateReason') or 'no reason given'}"
+    if config.get("LastUpdateStatus") == "Failed":
+        return f"last update Failed: {config.get('LastUpdateStatusReason') or 'no reason given'}"
+    return None
+
+
+def _wait_for_function(aws: Aws, settings: Settings, waiter: str) -> None:
+    """Wait until the function is Active / updated; a Failed function is an error, not a timeout."""
+    lam = aws.lambda_
+    try:
+        lam.get_waiter(waiter).wait(FunctionName=settings.function, WaiterConfig=waiter_config(settings))
+    except Exception as exc:
+        if type(exc).__name__ != "WaiterError":
+            raise
+        failure = function_failure(lam.get_function_configuration(FunctionName=settings.function))
+        if failure:
+            raise Failure(f"function {settings.function} cannot run: {failure}") from None
+        raise
+
+
+def _create_function(aws: Aws, settings: Settings, package: bytes, wanted: dict[str, Any]) -> str:
+    created = _retry_while_role_propagates(
+        lambda: aws.lambda_.create_function(
+            FunctionName=settings.function,
+            Code={"ZipFile": package},
+            Description="nginx access-log lines from Kinesis to S3 as JSON Lines",
+            **wanted,
+        ),
+        settings,
+    )
+    _wait_for_function(aws, settings, "function_active_v2")
+    return created["FunctionArn"]
+
+
 def ensure_function(aws: Aws, settings: Settings, role_arn: str, report: Report) -> str:
     lam = aws.lambda_
     package = function_zip()
     wanted = function_configuration(settings, role_arn)
-    waiters = waiter_config(settings)
     try:
         deployed = lam.get_function_configuration(FunctionName=settings.function)
     except lam.exceptions.ResourceNotFoundException:
-        created = _retry_while_role_propagates(
-            lambda: lam.create_function(
-                FunctionName=settings.function,
-                Code={"ZipFile": package},
-                Description="nginx access-log lines from Kinesis to S3 as JSON Lines",
-                **wanted,
-            ),
-            settings,
-        )
-        lam.get_waiter("function_active_v2").wait(FunctionName=settings.function, WaiterConfig=waiters)
+        arn = _create_function(aws, settings, package, wanted)
         report.say("function", settings.function, "created", f"{LAMBDA_RUNTIME}, Active")
-        return created["FunctionArn"]
+        return arn
     if deployed.get("State") == "Pending":
-        lam.get_waiter("function_active_v2").wait(FunctionName=settings.function, WaiterConfig=waiters)
+        _wait_for_function(aws, settings, "function_active_v2")
     if deployed.get("LastUpdateStatus") == "InProgress":
-        lam.get_waiter("function_updated_v2").wait(FunctionName=settings.function, WaiterConfig=waiters)
+        _wait_for_function(aws, settings, "function_updated_v2")
+    deployed = lam.get_function_configuration(FunctionName=settings.function)
+    failure = function_failure(deployed)
+    if failure:
+        # A Failed function never runs again by itself: create it anew once (its mapping
+        # is converged below); if it fails again, the cause is outside this script.
+        lam.delete_function(FunctionName=settings.function)
+        arn = _create_function(aws, settings, package, wanted)
+        report.say("function", settings.function, "recreated", f"it was {failure}")
+        return arn
     changes = []
     if deployed.get("CodeSha256") != code_sha256(package):
         lam.update_function_code(FunctionName=settings.function, ZipFile=package)
-        lam.get_waiter("function_updated_v2").wait(FunctionName=settings.function, WaiterConfig=waiters)
+        _wait_for_function(aws, settings, "function_updated_v2")
         changes.append("code")
     drift = configuration_drift(deployed, wanted)
     if drift:
         _retry_while_role_propagates(
             lambda: lam.update_function_configuration(FunctionName=settings.function, **wanted), settings
         )
-        lam.get_waiter("function_updated_v2").wait(FunctionName=settings.function, WaiterConfig=waiters)
+        _wait_for_function(aws, settings, "function_updated_v2")
         changes.extend(drift)
     report.settle("function", settings.function, False, changes)
     return deployed["FunctionArn"]
@@ -492,8 +529,7 @@ def converge(aws: Aws, settings: Settings) -> Report:
     ensure_mapping(aws, settings, stream_arn, report)
     if not report.changed():
         print("Nothing to change: everything is as it should be.")
-    cli = "awslocal" if settings.endpoint else "aws"
-    print(f"Next: browse the site, then: {cli} s3 ls s3://{settings.bucket} --recursive")
+    print(f"Next: browse the site, then: {hint_commands(settings)['list']}")
     return report
 
 
@@ -579,7 +615,47 @@ def _count_keys(aws: Aws, bucket: str, prefix: str) -> int:
     return sum(page.get("KeyCount", 0) for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
 
 
-MISSING_HINT = "something is missing: run init/init_resource.py (it creates only what is missing)"
+def rerun_command(settings: Settings) -> str:
+    """This script with exactly these settings, so a hint never targets other resources."""
+    flags = ["--aws"] if settings.endpoint is None else []
+    if settings.endpoint not in (None, DEFAULT_ENDPOINT):
+        flags += ["--endpoint-url", settings.endpoint]
+    defaults = Settings(
+        stream="nginx-accesslog-stream",
+        shards=1,
+        bucket="nginx-accesslog",
+        role="kinesis-lambda-role",
+        function="KinesisAccessLogToS3",
+        region="us-east-1",
+        endpoint=None,
+        wait_timeout=0,
+    )
+    for name in ("region", "stream", "shards", "bucket", "role", "function", "compression"):
+        value = getattr(settings, name)
+        if value != getattr(defaults, name):
+            flags += [f"--{name}", str(value)]
+    return " ".join(["python3", "init/init_resource.py", *(shlex.quote(flag) for flag in flags)])
+
+
+def hint_commands(settings: Settings) -> dict[str, str]:
+    """What hints tell a user to run: the stack's own commands when this runs inside the
+    compose stack ($PIPELINE_CLI, set by docker-compose.yml), else this script re-run
+    with the same settings and the AWS CLI."""
+    cli = os.environ.get("PIPELINE_CLI")
+    if cli:
+        return {
+            "provision": f"{cli} provision",
+            "function logs": f"{cli} logs",
+            "list": f"{cli} ls",
+            "fluentd": "docker compose logs fluentd",
+        }
+    endpoint = f" --endpoint-url {shlex.quote(settings.endpoint)}" if settings.endpoint else ""
+    return {
+        "provision": rerun_command(settings),
+        "function logs": f"aws logs tail /aws/lambda/{settings.function} --follow{endpoint}",
+        "list": f"aws s3 ls s3://{settings.bucket} --recursive{endpoint}",
+        "fluentd": "fluentd's own log",
+    }
 
 
 def status(aws: Aws, settings: Settings) -> bool:
@@ -587,6 +663,8 @@ def status(aws: Aws, settings: Settings) -> bool:
 
     True when every resource exists and none has failed (data hints aside).
     """
+    run = hint_commands(settings)
+    missing_hint = f"something is missing: run {run['provision']} (it creates only what is missing)"
     hints: list[str] = []
     broken = False
     try:
@@ -599,32 +677,33 @@ def status(aws: Aws, settings: Settings) -> bool:
         stream_arn = None
         broken = True
         print(f"stream    {settings.stream}: missing")
-        hints.append(MISSING_HINT)
+        hints.append(missing_hint)
     try:
         config = aws.lambda_.get_function_configuration(FunctionName=settings.function)
         print(
             f"function  {settings.function}: {config.get('State', '?')}, last update "
             f"{config.get('LastUpdateStatus', '?')}"
         )
-        if config.get("State") == "Failed" or config.get("LastUpdateStatus") == "Failed":
+        failure = function_failure(config)
+        if failure:
             broken = True
-            hints.append(f"the function failed: {config.get('StateReason') or config.get('LastUpdateStatusReason')}")
+            hints.append(f"the function cannot run ({failure}): fix the cause, then run {run['provision']}")
     except aws.lambda_.exceptions.ResourceNotFoundException:
         broken = True
         print(f"function  {settings.function}: missing")
-        hints.append(MISSING_HINT)
+        hints.append(missing_hint)
     mappings = _mappings(aws, stream_arn, settings.function) if stream_arn else []
     if not mappings:
         broken = True
         print(f"mapping   {settings.stream} -> {settings.function}: missing")
-        hints.append(MISSING_HINT)
+        hints.append(missing_hint)
     for mapping in mappings:
         result = mapping.get("LastProcessingResult", "none yet")
         print(f"mapping   {mapping['UUID']}: {mapping.get('State', '?')}, last processing result: {result}")
         if mapping.get("State") not in ("Enabled", "Enabling", "Creating", "Updating"):
-            hints.append("the mapping is not enabled: run init/init_resource.py to enable it")
+            hints.append(f"the mapping is not enabled: run {run['provision']} to enable it")
         if "PROBLEM" in str(result).upper():
-            hints.append("the function fails on batches: read its logs (docker compose logs localstack)")
+            hints.append(f"the function fails on batches: read its logs ({run['function logs']})")
     if _bucket_exists(aws, settings.bucket):
         errors = _count_keys(aws, settings.bucket, "errors/")
         records = _count_keys(aws, settings.bucket, "") - errors
@@ -632,14 +711,14 @@ def status(aws: Aws, settings: Settings) -> bool:
         if records == 0 and not hints:
             hints.append(
                 "no records yet: browse the site, wait a few seconds (fluentd flushes every second), "
-                "and check fluentd (docker compose logs fluentd)"
+                f"and check fluentd ({run['fluentd']}) and the function ({run['function logs']})"
             )
         if errors:
             hints.append(f"unparsable lines are kept under s3://{settings.bucket}/errors/")
     else:
         broken = True
         print(f"bucket    {settings.bucket}: missing")
-        hints.append(MISSING_HINT)
+        hints.append(missing_hint)
     for hint in dict.fromkeys(hints):
         print(f"hint: {hint}")
     return not broken
