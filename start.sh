@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Start the pipeline (nginx -> fluentd -> Kinesis -> Lambda -> S3) on this machine.
 #
-#   ./start.sh                  build, start, wait until provisioned, print next steps
-#   ./start.sh down             stop and remove the containers
-#   ./start.sh down --volumes   ... and the volumes (access log, fluentd's position and buffer)
+#   ./start.sh [up]                 build, start, provision; wait until ready
+#   ./start.sh down [-v|--volumes]  stop and remove the containers (-v: also the
+#                                   access log and fluentd's position and buffer)
+#   ./start.sh provision            run provisioning again in the running stack
+#   ./start.sh status               each resource's state, object counts, hints
+#   ./start.sh ls [PREFIX]          list the bucket's objects
+#   ./start.sh cat KEY [--pretty]   print an object's records, one per line
+#   ./start.sh logs [--since 10m] [--follow]   the Lambda function's log lines
 #   ./start.sh --help
 #
-# Needs Docker with Compose v2. Settings: .env (see .env.example).
+# Needs Docker with Compose v2, nothing else. Settings: .env (see .env.example).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+script="$here/$(basename "${BASH_SOURCE[0]}")"
+cd "$here"
+
+POLL_SECONDS=2
+PROVISION_HOOK=/etc/localstack/init/ready.d/10-provision.sh
+PROVISION_LOG=/tmp/pipeline/provision.log
+SERVICES=(localstack fluentd web) # in the order they start
 
 usage() {
-  sed -n '2,9s/^# \{0,1\}//p' "$0"
+  sed -n '2,15s/^# \{0,1\}//p' "$script"
 }
 
 die() {
@@ -25,16 +37,47 @@ usage_error() {
   exit 2
 }
 
-# A value from the environment, else from .env (read as data, never executed), else a default.
-setting() {
-  local name=$1 default=$2 value=""
-  if [[ -n "${!name:-}" ]]; then
-    value=${!name}
-  elif [[ -f .env ]]; then
-    value=$(grep -E "^${name}=" .env | tail -n 1 | cut -d= -f2- | sed -e 's/^["'\'']//' -e 's/["'\'']$//' || true)
-  fi
-  echo "${value:-$default}"
+now() {
+  date +%s
 }
+
+# --- settings: the environment, else .env as Compose reads it -------------------------
+
+# One value from .env, parsed the way Compose parses it and never executed: an optional
+# `export`, spaces around `=`, quoted values taken literally, and a `#` after white space
+# ending an unquoted value. The last definition wins. Fails when the name is absent.
+dotenv_value() {
+  local name=$1 line value found=1 assignment='^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$'
+  local double_quoted='^"([^"]*)"' single_quoted="^'([^']*)'"
+  [[ -f .env ]] || return 1
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line=${line%$'\r'}
+    [[ "$line" =~ $assignment ]] || continue
+    [[ "${BASH_REMATCH[2]}" == "$name" ]] || continue
+    value=${BASH_REMATCH[3]}
+    if [[ "$value" =~ $double_quoted || "$value" =~ $single_quoted ]]; then
+      value=${BASH_REMATCH[1]}
+    else
+      value=${value%%[[:space:]]#*}
+      value=${value%"${value##*[![:space:]]}"}
+    fi
+    DOTENV_VALUE=$value found=0
+  done <.env
+  return "$found"
+}
+
+setting() {
+  local name=$1 default=$2
+  if [[ -n "${!name:-}" ]]; then
+    echo "${!name}"
+  elif dotenv_value "$name" && [[ -n "$DOTENV_VALUE" ]]; then
+    echo "$DOTENV_VALUE"
+  else
+    echo "$default"
+  fi
+}
+
+# --- checks before starting -----------------------------------------------------------
 
 check_docker() {
   command -v docker >/dev/null 2>&1 ||
@@ -45,90 +88,242 @@ check_docker() {
     die "Docker Compose v2 not found ('docker compose'): update Docker, or install the compose plugin"
 }
 
+# Whether something accepts connections on this port at IPv4 or IPv6 loopback (a browser
+# may try either for "localhost").
 port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  local host
+  for host in 127.0.0.1 ::1; do
+    if (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null; then return 0; fi
+  done
+  return 1
+}
+
+stack_running() {
+  [[ -n "$(docker compose ps --status running --quiet 2>/dev/null || true)" ]]
 }
 
 check_ports() {
-  local web_port running
+  local web_port localstack_port
   web_port=$(setting WEB_PORT 80)
-  running=$(docker compose ps --status running --quiet 2>/dev/null || true)
-  [[ -n "$running" ]] && return 0 # our own stack holds the ports
+  localstack_port=$(setting LOCALSTACK_PORT 4566)
+  stack_running && return 0 # our own stack holds the ports
   if port_in_use "$web_port"; then
     die "port $web_port is taken by another program: stop it, or set WEB_PORT=8080 in .env"
   fi
-  if port_in_use 4566; then
-    die "port 4566 is taken (another LocalStack?): stop it first ('docker ps' shows running containers)"
+  if port_in_use "$localstack_port"; then
+    die "port $localstack_port is taken (another LocalStack?): stop it, or set LOCALSTACK_PORT=4567 in .env"
   fi
+}
+
+# LocalStack images after 4.14.0 (CalVer 2026.03 and later, latest, stable) exit with
+# code 55 without an auth token; 4.14.0 and older start without one.
+needs_token() {
+  local image=$1 name tag major minor version='^v?([0-9]+)\.([0-9]+)'
+  name=${image%@*}
+  tag=latest
+  [[ "${name##*/}" == *:* ]] && tag=${name##*:} && name=${name%:*}
+  case "$name" in
+    localstack/localstack-pro | */localstack/localstack-pro) return 0 ;;
+    localstack/localstack | */localstack/localstack) ;;
+    *) return 1 ;; # another image (a derived one): its own rules
+  esac
+  [[ "$image" == *@* && "$tag" == latest ]] && return 1 # pinned by digest only: unknown
+  if [[ "$tag" =~ $version ]]; then
+    major=${BASH_REMATCH[1]} minor=${BASH_REMATCH[2]}
+    ((major > 4 || (major == 4 && minor > 14)))
+    return
+  fi
+  return 0
 }
 
 check_localstack_image() {
   local image token
   image=$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)
   token=$(setting LOCALSTACK_AUTH_TOKEN "")
-  if [[ "$image" != "localstack/localstack:4.14.0" && -z "$token" ]]; then
-    echo "start.sh: note: $image needs LOCALSTACK_AUTH_TOKEN (images after 4.14.0 exit with code 55 without one)" >&2
+  if [[ -z "$token" ]] && needs_token "$image"; then
+    echo "start.sh: note: $image needs LOCALSTACK_AUTH_TOKEN in .env (LocalStack images after 4.14.0 exit with code 55 without one)" >&2
   fi
 }
 
-# The health of one service's container: healthy, starting, unhealthy, exited, or missing.
-service_state() {
+first_start_note() {
+  local image
+  image=$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)
+  if ! docker image inspect "$image" >/dev/null 2>&1; then
+    echo "First start: Docker pulls the images and builds fluentd's, then LocalStack downloads"
+    echo "kinesis-mock and the Lambda image. This takes several minutes; later starts take seconds."
+  fi
+}
+
+# --- waiting, and saying why it failed ---------------------------------------------------
+
+# "<status> <exit code> <restart count> <health>" of a service's container, or "missing".
+container_state() {
   local id
   id=$(docker compose ps --all --quiet "$1" 2>/dev/null | head -n 1)
   [[ -n "$id" ]] || { echo missing; return; }
-  docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null ||
+  docker inspect --format '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" 2>/dev/null ||
     echo missing
 }
 
-wait_until_healthy() {
-  local timeout started now states all_healthy service state
+show_logs() {
+  echo "--- docker compose logs --tail 15 $1 ---" >&2
+  docker compose logs --no-color --tail 15 "$1" >&2 2>&1 || true
+}
+
+fail_service() {
+  local service=$1 why=$2 advice=$3
+  printf '\n' >&2
+  echo "start.sh: $service $why" >&2
+  show_logs "$service"
+  die "$advice"
+}
+
+fail_provisioning() {
+  printf '\n' >&2
+  echo "start.sh: provisioning failed in localstack: $1" >&2
+  echo "--- its output (last 20 lines of $PROVISION_LOG) ---" >&2
+  docker compose exec -T localstack tail -n 20 "$PROVISION_LOG" >&2 2>&1 || true
+  echo "--- LocalStack's /_localstack/init/ready ---" >&2
+  docker compose exec -T localstack curl -s http://localhost:4566/_localstack/init/ready >&2 2>&1 || true
+  printf '\n' >&2
+  die "fix the cause, then run ./start.sh provision (runs it again in the running stack); if you changed .env, run ./start.sh instead. ./start.sh down stops everything."
+}
+
+fail_compose() {
+  local log=$1 output advice="see the output above; ./start.sh down cleans up"
+  output=$(tail -n 15 "$log")
+  printf '\n' >&2
+  echo "start.sh: docker compose up failed:" >&2
+  echo "$output" >&2
+  case "$output" in
+    *"port is already allocated"* | *"address already in use"* | *"bind"*)
+      advice="a port is taken: stop what holds it, or choose other ports in .env (WEB_PORT, LOCALSTACK_PORT)" ;;
+    *"pull access denied"* | *"manifest unknown"* | *"not found"* | *"failed to resolve reference"* | *"TLS handshake"* | *"i/o timeout"*)
+      advice="an image could not be pulled: check your network (and LOCALSTACK_IMAGE in .env), then run ./start.sh again" ;;
+  esac
+  die "$advice"
+}
+
+# What is wrong with a service now, as "why|advice", or nothing while it may still come up.
+service_problem() {
+  local service=$1 status code restarts health
+  read -r status code restarts health <<<"$(container_state "$service")"
+  [[ "$status" == missing ]] && return 0
+  if [[ "$status" == restarting || "$restarts" -gt 0 || "$status" == exited || "$status" == dead ]]; then
+    if [[ "$code" == 55 ]] || { [[ "$service" == localstack && -z "$(setting LOCALSTACK_AUTH_TOKEN "")" ]] &&
+      needs_token "$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)"; }; then
+      echo "exited with code $code (restarts: $restarts)|this LocalStack image needs an auth token (it exits with code 55 without one): set LOCALSTACK_AUTH_TOKEN in .env, or LOCALSTACK_IMAGE=localstack/localstack:4.14.0"
+    else
+      echo "exited with code $code (restarts: $restarts)|read the log lines above; fix the cause, then run ./start.sh again (./start.sh down stops everything)"
+    fi
+    return 0
+  fi
+  if [[ "$health" == unhealthy && "$service" != localstack ]]; then
+    echo "is unhealthy|read the log lines above; then ./start.sh down and ./start.sh again"
+  fi
+}
+
+# The healthcheck's own verdict for LocalStack, run in the container; "" when not running.
+localstack_verdict() {
+  local status
+  read -r status _ <<<"$(container_state localstack)"
+  [[ "$status" == running ]] || return 0
+  docker compose exec -T localstack python3 /opt/pipeline/init/localstack_ready.py 2>/dev/null || true
+}
+
+# Until every service is healthy; from the moment a failure is knowable (exited container,
+# restart loop, failed provisioning, compose itself failing), report it and exit.
+wait_for_stack() {
+  local compose_pid=$1 compose_log=$2 timeout started elapsed service problem verdict waiting last_line="" line
   timeout=$(setting START_TIMEOUT 600)
   [[ "$timeout" =~ ^[0-9]+$ ]] || die "START_TIMEOUT must be a number of seconds, not '$timeout'"
-  started=$SECONDS
+  started=$(now)
   while true; do
-    states="" all_healthy=1
-    for service in localstack fluentd web; do
-      state=$(service_state "$service")
-      states+="$service: $state  "
-      [[ "$state" == healthy ]] || all_healthy=0
-      if [[ "$state" == exited || "$state" == dead ]]; then
-        printf '\n' >&2
-        die "$service stopped; see 'docker compose logs $service'"
+    waiting=""
+    for service in "${SERVICES[@]}"; do
+      problem=$(service_problem "$service")
+      if [[ -n "$problem" ]]; then
+        if [[ "$problem" == *"restarts: "[1-9]* ]]; then
+          docker compose stop "$service" >/dev/null 2>&1 || true # end the restart loop
+        fi
+        fail_service "$service" "${problem%%|*}" "${problem#*|}"
       fi
     done
-    now=$((SECONDS - started))
-    if [[ -t 1 ]]; then printf '\r%-90s' "waiting (${now}s): $states"; fi
-    ((all_healthy)) && break
-    if ((now >= timeout)); then
-      printf '\n' >&2
-      die "not ready after ${timeout}s ($states); see 'docker compose logs localstack' (the first start downloads images and kinesis-mock)"
+    verdict=$(localstack_verdict)
+    case "$verdict" in
+      *"provisioning failed"*) fail_provisioning "$verdict" ;;
+      provisioned*) ;;
+      *) waiting="localstack: ${verdict:-starting}" ;;
+    esac
+    if [[ -z "$waiting" ]]; then
+      for service in fluentd web; do
+        read -r _ _ _ health <<<"$(container_state "$service")"
+        if [[ "$health" != healthy ]]; then
+          waiting="$service: ${health/missing/not started yet}"
+          break
+        fi
+      done
     fi
-    sleep 2
+    if [[ -n "$compose_pid" ]] && ! kill -0 "$compose_pid" 2>/dev/null; then
+      wait "$compose_pid" || fail_compose "$compose_log"
+      compose_pid=""
+    fi
+    elapsed=$(($(now) - started))
+    [[ -z "$waiting" ]] && break
+    line="waiting for $waiting"
+    if [[ -t 1 ]]; then
+      printf '\r%-100.100s' "$line (${elapsed}s)"
+    elif [[ "$line" != "$last_line" ]]; then
+      echo "$line (${elapsed}s)"
+    fi
+    last_line=$line
+    if ((elapsed >= timeout)); then
+      printf '\n' >&2
+      die "not ready after ${timeout}s (waiting for $waiting); see 'docker compose logs ${waiting%%:*}', or raise START_TIMEOUT in .env"
+    fi
+    sleep "$POLL_SECONDS"
   done
   if [[ -t 1 ]]; then printf '\n'; fi
+  if [[ -n "$compose_pid" ]]; then wait "$compose_pid" || fail_compose "$compose_log"; fi
+}
+
+next_steps() {
+  local web_port url
+  web_port=$(setting WEB_PORT 80)
+  url="http://localhost$([[ "$web_port" == 80 ]] || echo ":$web_port")/"
+  cat <<EOF
+The pipeline is up and provisioned.
+
+  1. Open $url (every request becomes a line in S3 within seconds)
+  2. List the bucket:     ./start.sh ls
+  3. Read an object:      ./start.sh cat <key from the list> --pretty
+  Status and hints:       ./start.sh status
+  The function's log:     ./start.sh logs --follow
+  Stop:                   ./start.sh down   (-v also forgets the access log and fluentd's state)
+EOF
+}
+
+COMPOSE_PID="" COMPOSE_LOG=""
+cleanup() {
+  if [[ -n "$COMPOSE_PID" ]]; then kill "$COMPOSE_PID" 2>/dev/null || true; fi
+  if [[ -n "$COMPOSE_LOG" ]]; then rm -f "$COMPOSE_LOG"; fi
 }
 
 up() {
   check_docker
   check_ports
   check_localstack_image
-  echo "Building and starting nginx, fluentd and LocalStack (the first start downloads images: minutes)..."
-  docker compose up --detach --build
-  wait_until_healthy
-  local web_port bucket url
-  web_port=$(setting WEB_PORT 80)
-  bucket=$(setting BUCKET_NAME nginx-accesslog)
-  url="http://localhost$([[ "$web_port" == 80 ]] || echo ":$web_port")/"
-  cat <<EOF
-The pipeline is up and provisioned.
-
-  1. Open $url (every request becomes a line in S3 within seconds)
-  2. List the bucket:     docker compose exec localstack awslocal s3 ls s3://$bucket --recursive
-                          (or, with awscli-local on this machine: awslocal s3 ls s3://$bucket --recursive)
-  3. Follow the logs:     docker compose logs --follow
-  Status and hints:       python3 init/init_resource.py --status
-  Stop:                   ./start.sh down   (add --volumes to forget the log and fluentd's state)
-EOF
+  first_start_note
+  echo "Building and starting localstack, fluentd and nginx..."
+  COMPOSE_LOG=$(mktemp)
+  trap cleanup EXIT
+  # In the background: `up` itself blocks until each dependency is healthy and says only
+  # "dependency failed to start" minutes later; the loop below watches every service.
+  docker compose up --detach --build >"$COMPOSE_LOG" 2>&1 &
+  COMPOSE_PID=$!
+  wait_for_stack "$COMPOSE_PID" "$COMPOSE_LOG"
+  COMPOSE_PID=""
+  next_steps
 }
 
 down() {
@@ -143,11 +338,38 @@ down() {
   docker compose down --remove-orphans ${volumes[@]+"${volumes[@]}"}
 }
 
+require_localstack() {
+  check_docker
+  local status
+  read -r status _ <<<"$(container_state localstack)"
+  [[ "$status" == running ]] || die "the stack is not running: start it with ./start.sh"
+}
+
+provision() {
+  require_localstack
+  echo "Running provisioning again in the running stack..."
+  docker compose exec -T localstack "$PROVISION_HOOK" ||
+    die "provisioning failed (its output is above): fix the cause, then run ./start.sh provision again"
+  up
+}
+
+# A command of init/ in the LocalStack container: its python3 has boto3 and its
+# environment holds the stack's settings.
+in_localstack() {
+  require_localstack
+  local flags=()
+  [[ -t 0 && -t 1 ]] || flags=(-T) # a terminal gets one: Ctrl-C then reaches the command
+  docker compose exec ${flags[@]+"${flags[@]}"} localstack python3 "$@"
+}
+
 main() {
   case "${1:-}" in
     "") up ;;
     up) [[ $# -eq 1 ]] || usage_error "up takes no options"; up ;;
     down) shift; [[ $# -le 1 ]] || usage_error "down takes at most one option (--volumes)"; down "$@" ;;
+    provision) [[ $# -eq 1 ]] || usage_error "provision takes no options"; provision ;;
+    status) [[ $# -eq 1 ]] || usage_error "status takes no options"; in_localstack /opt/pipeline/init/init_resource.py --status ;;
+    ls | cat | logs) in_localstack /opt/pipeline/init/pipeline_cli.py "$@" ;;
     -h | --help | help) usage ;;
     *) usage_error "unknown command or option: $1" ;;
   esac

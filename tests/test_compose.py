@@ -76,6 +76,8 @@ def test_ports_listen_on_loopback_unless_asked():
     assert web["ports"] == ["0.0.0.0:8080:80"]
     assert compose()["services"]["web"]["ports"] == ["127.0.0.1:80:80"]
     assert compose()["services"]["localstack"]["ports"] == ["127.0.0.1:4566:4566"]
+    # another port for LocalStack, e.g. when another LocalStack holds 4566 (or for tests)
+    assert compose({"LOCALSTACK_PORT": "4567"})["services"]["localstack"]["ports"] == ["127.0.0.1:4567:4566"]
 
 
 def _mounts(service: dict) -> dict[str, str]:
@@ -101,7 +103,7 @@ def test_fluentd_volumes_match_fluent_conf_defaults():
     assert web["environment"]["NGINX_ACCESS_LOG"] == defaults["ACCESS_LOG_PATH"]
     # position file and buffer on a named volume, which survives container re-creation
     assert mounts[defaults["FLUENTD_STATE_DIR"]] == "fluentd-state"
-    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state"}
+    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state", "localstack-data"}
     assert mounts["/fluentd/etc"] == "./fluentd/conf"
     dockerfile = (ROOT / "fluentd" / "Dockerfile").read_text()
     assert f"chown -R fluent:fluent {defaults['FLUENTD_STATE_DIR']}" in dockerfile
@@ -114,6 +116,16 @@ def test_localstack_mounts_the_docker_socket_and_the_provisioning_hook():
     assert mounts["/etc/localstack/init/ready.d"] == "./init/ready.d"
     assert mounts["/opt/pipeline/init"] == "./init"
     assert localstack["healthcheck"]["test"] == ["CMD", "python3", "/opt/pipeline/init/localstack_ready.py"]
+    # the image declares VOLUME /var/lib/localstack: a named volume, not a new anonymous one
+    # (with kinesis-mock downloaded again) at every start
+    assert mounts["/var/lib/localstack"] == "localstack-data"
+    # init_resource.py's hints name ./start.sh's commands inside the stack
+    assert localstack["environment"]["PIPELINE_CLI"] == "./start.sh"
+
+
+def test_the_landing_page_names_the_stacks_stream_and_bucket():
+    web = compose({"KINESIS_STREAM": "my-stream", "BUCKET_NAME": "my-logs"})["services"]["web"]["environment"]
+    assert web["NGINX_KINESIS_STREAM"] == "my-stream" and web["NGINX_BUCKET_NAME"] == "my-logs"
 
 
 def test_provisioning_hook_is_executable_with_a_shebang_and_runs_our_script():
@@ -123,7 +135,8 @@ def test_provisioning_hook_is_executable_with_a_shebang_and_runs_our_script():
     assert os.access(hook, os.X_OK)
     text = hook.read_text()
     assert text.startswith("#!/bin/bash\n")
-    assert "python3 /opt/pipeline/init/init_resource.py" in text
+    assert 'init_dir=${PIPELINE_INIT_DIR:-/opt/pipeline/init}' in text
+    assert 'python3 "$init_dir/init_resource.py"' in text
     # git records the exec bit too (a clone must keep it)
     mode = subprocess.run(
         ["git", "ls-files", "-s", "init/ready.d/10-provision.sh"], capture_output=True, text=True, cwd=ROOT
@@ -132,7 +145,9 @@ def test_provisioning_hook_is_executable_with_a_shebang_and_runs_our_script():
         assert mode.startswith("100755")
 
 
-@pytest.mark.parametrize("path", ["init/localstack_ready.py", "init/init_resource.py", "start.sh", "test.sh"])
+@pytest.mark.parametrize(
+    "path", ["init/localstack_ready.py", "init/init_resource.py", "init/pipeline_cli.py", "start.sh", "test.sh"]
+)
 def test_entry_points_are_executable(path):
     assert os.access(ROOT / path, os.X_OK)
 
@@ -160,3 +175,10 @@ def test_nginx_envsubst_filter_selects_only_our_variables():
     assert not pattern.search("PATH") and not pattern.search("NGINX_VERSION")
     template = (ROOT / "nginx" / "templates" / "default.conf.template").read_text()
     assert set(re.findall(r"\$\{([A-Z_]+)\}", template)) == ours
+
+
+@pytest.mark.parametrize("path", ["start.sh", "init/ready.d/10-provision.sh", ".ci/run", "init/init_resource.py"])
+def test_scripts_keep_lf_line_endings_on_every_checkout(path):
+    # a CRLF shebang ("/bin/bash\r") breaks the hook and start.sh on Windows/WSL checkouts
+    result = subprocess.run(["git", "check-attr", "eol", "--", path], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip().endswith("eol: lf"), result.stdout

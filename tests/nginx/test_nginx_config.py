@@ -22,8 +22,31 @@ def test_serves_the_landing_page_without_its_version(nginx):
         server = response.headers["Server"]
     assert response.status == 200
     assert server == "nginx"  # server_tokens off
-    assert "awslocal s3 ls s3://nginx-accesslog --recursive" in body
+    assert "./start.sh ls" in body and "./start.sh status" in body
     assert "What happens to this request" in body
+    # the stack's default names stand where the page has placeholders
+    assert "<code>nginx-accesslog-stream</code>" in body and "<code>nginx-accesslog</code>" in body
+    assert "@" not in body.split("<body>", 1)[1]
+
+
+def test_the_landing_page_names_the_configured_stream_and_bucket(tmp_path):
+    # given a stack whose .env sets other names (compose passes them as NGINX_* variables)
+    from support.nginx import Nginx
+    from support.tools import require
+
+    server = Nginx(
+        require("nginx", "the real web server of the stack"),
+        tmp_path / "nginx",
+        settings={"NGINX_KINESIS_STREAM": "my-stream", "NGINX_BUCKET_NAME": "my-logs"},
+    )
+    try:
+        with urllib.request.urlopen(server.url + "/", timeout=5) as response:
+            body = response.read().decode()
+    finally:
+        server.stop()
+    # then the page names those, and not the defaults
+    assert "<code>my-stream</code>" in body and "<code>my-logs</code>" in body
+    assert "nginx-accesslog" not in body
 
 
 def test_healthcheck_is_answered_and_not_logged(nginx):

@@ -65,7 +65,9 @@ def render_template(values: dict[str, str]) -> str:
 class Nginx:
     """nginx serving the project's site from a temporary prefix; stop() ends it."""
 
-    def __init__(self, binary: str, prefix: Path, access_log: Path | None = None) -> None:
+    def __init__(
+        self, binary: str, prefix: Path, access_log: Path | None = None, settings: dict[str, str] | None = None
+    ) -> None:
         self.prefix = prefix
         self.port = free_port()
         self.access_log = access_log or prefix / "access.log"
@@ -76,6 +78,10 @@ class Nginx:
                     "NGINX_LISTEN_PORT": f"127.0.0.1:{self.port}",
                     "NGINX_ACCESS_LOG": str(self.access_log),
                     "NGINX_ROOT": str(HTML),
+                    # docker-compose.yml's defaults; `settings` stands for a user's .env
+                    "NGINX_KINESIS_STREAM": "nginx-accesslog-stream",
+                    "NGINX_BUCKET_NAME": "nginx-accesslog",
+                    **(settings or {}),
                 }
             )
         )
