@@ -156,13 +156,30 @@ first_start_note() {
 
 # --- waiting, and saying why it failed ---------------------------------------------------
 
-# "<status> <exit code> <restart count> <health>" of a service's container, or "missing".
+# Every container of the stack in one look (two docker calls, however many services):
+# lines of "<service> <status> <exit code> <restart count> <health>".
+STATES=""
+refresh_states() {
+  local ids
+  ids=$(docker compose ps --all --quiet 2>/dev/null || true)
+  STATES=""
+  if [[ -n "$ids" ]]; then
+    # shellcheck disable=SC2086 # one argument per container id
+    STATES=$(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' $ids 2>/dev/null || true)
+  fi
+}
+
+# "<status> <exit code> <restart count> <health>" of a service's container, or "missing"
+# (from the last refresh_states).
 container_state() {
-  local id
-  id=$(docker compose ps --all --quiet "$1" 2>/dev/null | head -n 1)
-  [[ -n "$id" ]] || { echo missing; return; }
-  docker inspect --format '{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" 2>/dev/null ||
-    echo missing
+  local service rest
+  while read -r service rest; do
+    if [[ "$service" == "$1" ]]; then
+      echo "$rest"
+      return
+    fi
+  done <<<"$STATES"
+  echo missing
 }
 
 show_logs() {
@@ -240,6 +257,7 @@ wait_for_stack() {
   started=$(now)
   while true; do
     waiting=""
+    refresh_states
     for service in "${SERVICES[@]}"; do
       problem=$(service_problem "$service")
       if [[ -n "$problem" ]]; then
@@ -340,6 +358,7 @@ down() {
 
 require_localstack() {
   check_docker
+  refresh_states
   local status
   read -r status _ <<<"$(container_state localstack)"
   [[ "$status" == running ]] || die "the stack is not running: start it with ./start.sh"

@@ -1,12 +1,15 @@
-"""start.sh without a Docker engine: usage, and each prerequisite check's message.
+"""start.sh without a Docker engine: its checks, how it waits, and every failure it reports.
 
-A fake `docker` on PATH (written by each test) stands in for the Docker CLI at the
-edge: it answers `docker info` / `docker compose version` as a given machine would.
-The full run with a real engine is tests/test_stack.py.
+tests/support/fake_docker.py stands in for the Docker CLI and plays what Compose and the
+engine do (dependency health, exited containers, restart loops, failing pulls and port
+binds) on a fake clock, so a test asserts how soon start.sh gives up without waiting.
+Each test runs a copy of start.sh in its own folder: a user's .env and stack are never
+read or touched. The full run with a real engine is tests/test_stack.py.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,112 +17,493 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.compose import ROOT
+from support import fake_docker
+from support.compose import ROOT, compose
 from support.net import free_port
 
-START = ROOT / "start.sh"
-TOOLS = ["bash", "dirname", "sed", "grep", "cut", "tail", "head", "cat", "sleep"]
+TOOLS = ["bash", "dirname", "basename", "sed", "grep", "cut", "tail", "head", "cat", "mktemp", "rm"]
+BOUND = 15  # seconds from a knowable failure to start.sh's exit (issue: "within 15 s")
+
+PROVISIONING = "provisioning still running: 10-provision.sh"
+HEALTHY = {"status": "running", "health": "healthy", "verdict": "provisioned"}
+STARTING = {"status": "running", "health": "starting", "verdict": PROVISIONING}
 
 
-def run_start(tmp_path: Path, *args: str, docker: str | None = None, env: dict[str, str] | None = None):
-    """Run start.sh with PATH holding only basic tools and, if given, a fake docker."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for tool in TOOLS:
-        if not (bin_dir / tool).exists():
-            (bin_dir / tool).symlink_to(shutil.which(tool))
-    if docker is not None:
-        fake = bin_dir / "docker"
-        fake.write_text("#!/bin/bash\n" + docker)
-        fake.chmod(0o755)
-    return subprocess.run(
-        [str(START), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path), **(env or {})},
-    )
+class Run:
+    """One start.sh run: its result, the fake clock at its end, and the docker calls."""
+
+    def __init__(self, result: subprocess.CompletedProcess, state: Path | None) -> None:
+        self.code, self.stdout, self.stderr = result.returncode, result.stdout, result.stderr
+        self.clock = fake_docker.clock(state) if state else 0.0
+        self.calls = [args for _, args in fake_docker.calls(state)] if state else []
 
 
-def test_help(tmp_path):
-    result = run_start(tmp_path, "--help")
-    assert result.returncode == 0 and "./start.sh down --volumes" in result.stdout
-
-
-@pytest.mark.parametrize("args", [["--bogus"], ["down", "--bogus"], ["up", "extra"], ["down", "-v", "x"]])
-def test_wrong_arguments_one_line_exit_2(tmp_path, args):
-    result = run_start(tmp_path, *args)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("start.sh: ")
-
-
-def test_no_docker(tmp_path):
-    result = run_start(tmp_path)
-    assert result.returncode == 1 and "docker not found" in result.stderr
-
-
-def test_engine_not_running(tmp_path):
-    result = run_start(tmp_path, docker='[[ "$1" == info ]] && exit 1\nexit 0\n')
-    assert result.returncode == 1 and "the Docker engine is not running" in result.stderr
-
-
-def test_compose_v1_only(tmp_path):
-    result = run_start(tmp_path, docker='[[ "$1" == compose ]] && exit 1\nexit 0\n')
-    assert result.returncode == 1 and "Docker Compose v2 not found" in result.stderr
-
-
-def test_web_port_taken(tmp_path):
-    # given another program listening on the web port, and our stack not running
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        result = run_start(tmp_path, docker="exit 0\n", env={"WEB_PORT": str(port)})
-    assert result.returncode == 1
-    assert f"port {port} is taken" in result.stderr and "WEB_PORT" in result.stderr
-
-
-def test_newer_localstack_without_token_gets_a_hint(tmp_path):
-    # docker answers everything but fails `compose up`, so start.sh stops there
-    docker = '[[ "$1 $2" == "compose up" ]] && { echo "up failed" >&2; exit 1; }\nexit 0\n'
-    port = free_port()  # nothing listens there: the web port check passes
-    result = run_start(
-        tmp_path, docker=docker, env={"LOCALSTACK_IMAGE": "localstack/localstack:2026.3.0", "WEB_PORT": str(port)}
-    )
-    assert "needs LOCALSTACK_AUTH_TOKEN" in result.stderr
-    assert result.returncode == 1 and "up failed" in result.stderr
-
-
-def test_settings_are_read_from_dot_env_as_data(tmp_path):
-    # a .env line is never executed: command substitution stays text
+@pytest.fixture
+def start(tmp_path):
+    """Run a copy of start.sh in tmp_path/work with a scripted docker; returns a Run."""
     work = tmp_path / "work"
-    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".venv", ".git", "*.log"))
-    marker = tmp_path / "pwned"
-    (work / ".env").write_text(f"WEB_PORT=$(touch {marker})\n")
+    work.mkdir()
+    shutil.copy2(ROOT / "start.sh", work / "start.sh")
+    shutil.copy2(ROOT / "docker-compose.yml", work / "docker-compose.yml")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in TOOLS:
         (bin_dir / tool).symlink_to(shutil.which(tool))
-    (bin_dir / "docker").write_text('#!/bin/bash\n[[ "$1 $2" == "compose up" ]] && exit 1\nexit 0\n')
-    (bin_dir / "docker").chmod(0o755)
-    subprocess.run(
-        [str(work / "start.sh")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+
+    def _start(
+        *args: str,
+        scenario: dict | None = None,
+        dotenv: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        command: str = "./start.sh",
+    ) -> Run:
+        state = tmp_path / "docker-state"
+        extra = {}
+        if scenario is not None:
+            extra = fake_docker.install(bin_dir, scenario, state)
+        if dotenv is not None:
+            (work / ".env").write_text(dotenv)
+        result = subprocess.run(
+            [command, *args],
+            cwd=cwd or work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                "PATH": str(bin_dir),
+                "HOME": str(tmp_path),
+                # nothing listens on these: the port checks pass unless a test says otherwise
+                "WEB_PORT": str(free_port()),
+                "LOCALSTACK_PORT": str(free_port()),
+                **extra,
+                **(env or {}),
+            },
+        )
+        return Run(result, state if scenario is not None else None)
+
+    _start.work = work
+    return _start
+
+
+def timeline(*steps: tuple[float, dict]) -> list:
+    return [[at, state] for at, state in steps]
+
+
+def healthy_stack(ready_at: float = 10) -> dict:
+    return {
+        "images_present": True,
+        "up": {"at": ready_at, "exit": 0},
+        "services": {  # no container before `up` ran (the clock's first tick)
+            "localstack": timeline((1, STARTING), (ready_at, HEALTHY)),
+            "fluentd": timeline((ready_at, {"status": "running", "health": "starting"}), (ready_at + 4, HEALTHY)),
+            "web": timeline((ready_at + 4, {"status": "running", "health": "starting"}), (ready_at + 8, HEALTHY)),
+        },
+    }
+
+
+# --- usage ----------------------------------------------------------------------------
+
+
+def test_help_lists_every_command(start):
+    result = start("--help", scenario=None)
+    assert result.code == 0
+    for command in ("up", "down [-v|--volumes]", "provision", "status", "ls", "cat KEY", "logs"):
+        assert f"./start.sh {command}" in result.stdout or f"./start.sh [{command}]" in result.stdout, command
+
+
+def test_help_works_by_a_relative_path_from_another_directory(start, tmp_path):
+    # given the user is in the parent folder and types work/start.sh --help
+    result = start("--help", cwd=tmp_path, command="work/start.sh")
+    assert result.code == 0 and "./start.sh down" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--bogus"], ["down", "--bogus"], ["up", "extra"], ["down", "-v", "x"], ["provision", "x"], ["status", "x"]],
+)
+def test_wrong_arguments_one_line_exit_2(start, args):
+    result = start(*args)
+    assert result.code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("start.sh: ")
+
+
+# --- prerequisites --------------------------------------------------------------------
+
+
+def test_no_docker(start):
+    result = start()
+    assert result.code == 1 and "docker not found" in result.stderr
+
+
+def test_engine_not_running(start):
+    result = start(scenario={"engine": False})
+    assert result.code == 1 and "the Docker engine is not running" in result.stderr
+
+
+def test_compose_v1_only(start):
+    result = start(scenario={"compose": False})
+    assert result.code == 1 and "Docker Compose v2 not found" in result.stderr
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["127.0.0.1", "[::1]"])
+def test_web_port_taken_on_either_loopback(start, family):
+    # given another program listening on the web port (browsers try ::1 for localhost too)
+    with socket.socket(family) as listener:
+        listener.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = start(scenario=healthy_stack(), env={"WEB_PORT": str(port)})
+    assert result.code == 1
+    assert f"port {port} is taken" in result.stderr and "WEB_PORT" in result.stderr
+    assert not any(call[:2] == ["compose", "up"] for call in result.calls)
+
+
+def test_localstack_port_taken_names_its_setting(start):
+    # given another LocalStack on the port the stack would publish
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = start(scenario=healthy_stack(), env={"LOCALSTACK_PORT": str(port)})
+    assert result.code == 1 and f"port {port} is taken" in result.stderr and "LOCALSTACK_PORT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "warned"),
+    [
+        ("localstack/localstack:4.14.0", False),
+        ("localstack/localstack:4.13.1", False),
+        ("localstack/localstack:3.8", False),
+        ("localstack/localstack:4.15.0", True),
+        ("localstack/localstack:2026.03.0", True),
+        ("localstack/localstack:latest", True),
+        ("localstack/localstack", True),
+        ("localstack/localstack-pro:4.0.0", True),
+        ("gresau/localstack-persist:4.14.0", False),
+    ],
+)
+def test_token_note_only_for_images_that_need_one(start, image, warned):
+    result = start(scenario=healthy_stack(), env={"LOCALSTACK_IMAGE": image})
+    assert ("needs LOCALSTACK_AUTH_TOKEN" in result.stderr) is warned
+    assert result.code == 0, result.stderr
+
+
+def test_no_token_note_when_a_token_is_set(start):
+    result = start(
+        scenario=healthy_stack(), env={"LOCALSTACK_IMAGE": "localstack/localstack:latest", "LOCALSTACK_AUTH_TOKEN": "t"}
     )
+    assert "needs LOCALSTACK_AUTH_TOKEN" not in result.stderr
+
+
+# --- .env, read as Compose reads it -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "WEB_PORT=8081",
+        "WEB_PORT=8081 # the port I use",
+        "WEB_PORT=8081\t# a tab before the comment",
+        'WEB_PORT="8081"',
+        "WEB_PORT='8081'",
+        "export WEB_PORT=8081",
+        "WEB_PORT = 8081",
+        "WEB_PORT=8081\r",
+        "WEB_PORT=80\nWEB_PORT=8081",
+    ],
+)
+def test_dotenv_values_as_compose_reads_them(start, line):
+    # given a .env line as users write them, when the stack starts
+    result = start(scenario=healthy_stack(), dotenv=line + "\n", env={"WEB_PORT": ""})
+    # then start.sh uses the value Compose uses
+    assert result.code == 0, result.stderr
+    assert "Open http://localhost:8081/" in result.stdout
+
+
+def test_dotenv_is_data_never_executed(start, tmp_path):
+    marker = tmp_path / "pwned"
+    result = start(scenario=healthy_stack(), dotenv=f"WEB_PORT=$(touch {marker})\n", env={"WEB_PORT": ""})
     assert not marker.exists()
-    assert os.access(work / "start.sh", os.X_OK)
+    assert result.code != 0 or "$(touch" in result.stdout
 
 
-@pytest.mark.parametrize("args", [["down"], ["down", "--volumes"]])
-def test_down_passes_the_right_options_to_compose(tmp_path, args):
-    # the fake docker records its arguments; `down` with no option must work under set -u
-    # even where an empty array counts as unset (bash 3.2 on macOS)
-    record = tmp_path / "calls"
-    result = run_start(tmp_path, *args, docker=f'echo "$*" >> {record}\nexit 0\n')
-    assert result.returncode == 0, result.stderr
-    calls = record.read_text().splitlines()
-    expected = "compose down --remove-orphans" + (" --volumes" if "--volumes" in args else "")
-    assert calls[-1] == expected
+# --- waiting, and the failures it reports ------------------------------------------------
+
+
+def test_a_healthy_start_says_what_it_waits_for_and_what_to_do_next(start):
+    # given a first start (no images yet) that becomes healthy after 40 s
+    scenario = {**healthy_stack(ready_at=40), "images_present": False}
+    result = start(scenario=scenario)
+    # then it warns that the first start takes minutes, names what it waits for, and ends
+    # with the commands a user runs next
+    assert result.code == 0, result.stderr
+    assert "First start" in result.stdout and "several minutes" in result.stdout
+    assert "waiting for localstack: starting (0s)" in result.stdout
+    assert f"waiting for localstack: {PROVISIONING} (2s)" in result.stdout
+    assert "waiting for fluentd: starting" in result.stdout and "waiting for web: starting" in result.stdout
+    for command in ("./start.sh ls", "./start.sh cat", "./start.sh status", "./start.sh logs", "./start.sh down"):
+        assert command in result.stdout
+    assert 48 <= result.clock <= 48 + 2 * fake_docker_poll()
+
+
+def fake_docker_poll() -> int:
+    return int(next(line for line in (ROOT / "start.sh").read_text().splitlines() if line.startswith("POLL_SECONDS="))[13:])
+
+
+def test_failed_provisioning_is_reported_within_the_bound(start):
+    # given the ready.d hook fails at 20 s; Compose itself would only say "dependency
+    # failed to start" after start_period + retries (7 minutes)
+    failed = {
+        "status": "running",
+        "health": "starting",  # still in its start period
+        "verdict": "provisioning failed (exit 1): fix the cause, then run ./start.sh provision",
+    }
+    scenario = {
+        "images_present": True,
+        "up": {"at": 420, "exit": 1, "output": "dependency failed to start: container localstack is unhealthy"},
+        "services": {"localstack": timeline((0, STARTING), (20, failed))},
+        "provision_log": "stream    nginx-accesslog-stream: created\ninit_resource.py: error: AccessDenied: no",
+        "init_ready": '{"completed": true, "scripts": [{"name": "10-provision.sh", "state": "ERROR"}]}',
+    }
+    result = start(scenario=scenario)
+    # then start.sh stops within the bound, with the hook's output, LocalStack's own
+    # report, and what to do
+    assert result.code == 1
+    assert 20 <= result.clock <= 20 + BOUND
+    assert "provisioning failed in localstack" in result.stderr
+    assert "init_resource.py: error: AccessDenied: no" in result.stderr
+    assert '"state": "ERROR"' in result.stderr
+    assert "./start.sh provision" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_exited_container_that_kept_its_health_status_is_reported(start):
+    # given fluentd exits at 30 s; Docker keeps its last health status ("starting")
+    scenario = healthy_stack(ready_at=10)
+    scenario["up"] = {"at": 400, "exit": 1, "output": "dependency failed to start"}
+    scenario["services"]["fluentd"] = timeline(
+        (10, {"status": "running", "health": "starting"}),
+        (30, {"status": "exited", "exit": 1, "health": "starting"}),
+    )
+    scenario["logs"] = {"fluentd": "[error]: unexpected error error_class=Aws::Kinesis::Errors::ResourceNotFound"}
+    result = start(scenario=scenario)
+    assert result.code == 1
+    assert 30 <= result.clock <= 30 + BOUND
+    assert "fluentd exited with code 1" in result.stderr
+    assert "Aws::Kinesis::Errors::ResourceNotFound" in result.stderr
+
+
+def test_a_restart_loop_with_exit_55_names_the_token_and_stops_the_loop(start):
+    # given a LocalStack image newer than 4.14.0 without a token: it exits 55 and
+    # `restart: unless-stopped` starts it again and again
+    scenario = healthy_stack()
+    scenario["services"]["localstack"] = timeline(
+        (0, {"status": "running", "health": "starting", "verdict": "not ready: connection refused"}),
+        (3, {"status": "restarting", "exit": 55, "restarts": 1, "health": "starting"}),
+        (4, {"status": "running", "exit": 0, "restarts": 1, "health": "starting", "verdict": "not ready"}),
+    )
+    scenario["up"] = {"at": 600, "exit": 1}
+    scenario["logs"] = {"localstack": "LocalStack requires an auth token"}
+    result = start(scenario=scenario, env={"LOCALSTACK_IMAGE": "localstack/localstack:latest"})
+    assert result.code == 1
+    assert 3 <= result.clock <= 3 + BOUND
+    assert "localstack exited with code" in result.stderr and "LOCALSTACK_AUTH_TOKEN" in result.stderr
+    assert ["compose", "stop", "localstack"] in result.calls
+
+
+@pytest.mark.parametrize(
+    ("output", "advice"),
+    [
+        (
+            "Error response from daemon: driver failed programming external connectivity on endpoint "
+            "web: Bind for 127.0.0.1:80 failed: port is already allocated",
+            "a port is taken",
+        ),
+        (
+            "Error response from daemon: pull access denied for localstack/localstack-pro, repository "
+            "does not exist or may require 'docker login'",
+            "an image could not be pulled",
+        ),
+    ],
+)
+def test_compose_up_failing_is_reported_within_the_bound(start, output, advice):
+    scenario = healthy_stack()
+    scenario["up"] = {"at": 2, "exit": 1, "output": output}
+    scenario["services"] = {"localstack": timeline((0, STARTING))}
+    result = start(scenario=scenario)
+    assert result.code == 1
+    assert result.clock <= 2 + BOUND
+    assert "docker compose up failed" in result.stderr and output in result.stderr
+    assert advice in result.stderr
+
+
+def test_slow_pulls_wait_and_then_succeed(start):
+    # given image pulls that take 2 minutes before any container exists
+    scenario = healthy_stack(ready_at=150)
+    scenario["services"]["localstack"] = timeline((120, STARTING), (150, HEALTHY))
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert "waiting for localstack: starting (0s)" in result.stdout
+
+
+def test_a_stack_that_never_becomes_ready_times_out_with_what_it_waited_for(start):
+    scenario = {"images_present": True, "up": {"at": 1000, "exit": 1}, "services": {"localstack": timeline((0, STARTING))}}
+    result = start(scenario=scenario, env={"START_TIMEOUT": "60"})
+    assert result.code == 1
+    assert 60 <= result.clock <= 60 + BOUND
+    assert "not ready after 60s" in result.stderr and "waiting for localstack" in result.stderr
+
+
+# --- provision, down ------------------------------------------------------------------
+
+
+def test_provision_reruns_the_hook_then_starts_the_rest(start):
+    # given provisioning failed earlier; after the user fixed it, provision runs again
+    failed = {"status": "running", "health": "unhealthy", "verdict": "provisioning failed (exit 1): fix"}
+    scenario = healthy_stack()
+    scenario["services"] = {"localstack": timeline((0, failed))}
+    scenario["after_provision"] = {
+        "localstack": timeline((0, HEALTHY)),
+        "fluentd": timeline((0, {"status": "running", "health": "starting"}), (4, HEALTHY)),
+        "web": timeline((4, {"status": "running", "health": "starting"}), (8, HEALTHY)),
+    }
+    scenario["provision"] = {"exit": 0, "output": "stream    nginx-accesslog-stream: created"}
+    scenario["up"] = {"at": 4, "exit": 0}  # returns once web started, before it is healthy
+    result = start("provision", scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert ["compose", "exec", "-T", "localstack", "/etc/localstack/init/ready.d/10-provision.sh"] in result.calls
+    assert "stream    nginx-accesslog-stream: created" in result.stdout
+    assert "The pipeline is up and provisioned." in result.stdout
+
+
+def test_provision_that_fails_again_says_so(start):
+    scenario = healthy_stack()
+    scenario["services"]["localstack"] = timeline((0, STARTING))
+    scenario["provision"] = {"exit": 1, "output": "init_resource.py: error: still broken"}
+    result = start("provision", scenario=scenario)
+    assert result.code == 1 and "provisioning failed" in result.stderr
+    assert "still broken" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["provision", "status", "ls", "logs"])
+def test_commands_on_a_stopped_stack_say_how_to_start_it(start, command):
+    result = start(command, scenario={"services": {}})
+    assert result.code == 1 and "the stack is not running: start it with ./start.sh" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["down"], ["down", "--volumes"], ["down", "-v"]])
+def test_down_passes_the_right_options_to_compose(start, args):
+    # `down` with no option must work under set -u even where an empty array counts as
+    # unset (bash 3.2 on macOS)
+    result = start(*args, scenario={})
+    assert result.code == 0, result.stderr
+    expected = ["compose", "down", "--remove-orphans"] + (["--volumes"] if len(args) > 1 else [])
+    assert result.calls[-1] == expected
+
+
+# --- the commands a user runs after start, against an emulator --------------------------
+
+
+def container_env(dotenv: dict[str, str]) -> dict[str, str]:
+    """The environment compose gives LocalStack for these .env values."""
+    return {k: str(v) for k, v in compose(dotenv)["services"]["localstack"]["environment"].items()}
+
+
+@pytest.fixture
+def stack_on_moto(aws, start):
+    """A running stack whose LocalStack is moto, with BUCKET_NAME=my-logs in .env."""
+    settings = {"BUCKET_NAME": "my-logs"}
+
+    def _run(*args: str) -> Run:
+        scenario = {**healthy_stack(), "exec_endpoint": aws, "container_env": container_env(settings)}
+        scenario["services"] = {name: timeline((0, HEALTHY)) for name in ("localstack", "fluentd", "web")}
+        return start(*args, scenario=scenario, dotenv="BUCKET_NAME=my-logs # my own bucket\n")
+
+    return _run
+
+
+def test_status_uses_the_stacks_settings_and_hints_its_commands(stack_on_moto, aws):
+    import init_resource
+
+    # given the stack provisioned with BUCKET_NAME=my-logs
+    assert init_resource.main(["--endpoint-url", aws, "--bucket", "my-logs", "--wait-timeout", "10"]) == 0
+    result = stack_on_moto("status")
+    assert result.code == 0, result.stdout + result.stderr
+    assert "bucket    my-logs: 0 record object(s)" in result.stdout
+    assert "nginx-accesslog:" not in result.stdout
+
+
+def test_status_hint_when_missing_names_start_sh_provision(stack_on_moto):
+    result = stack_on_moto("status")
+    assert result.code == 1
+    assert "hint: something is missing: run ./start.sh provision" in result.stdout
+    assert "init_resource.py" not in result.stdout
+
+
+def test_ls_and_cat_show_what_the_handler_wrote(stack_on_moto, handler_module, s3_client, monkeypatch):
+    from support.events import KinesisRecord, fluentd_message, kinesis_event, sequence_numbers
+
+    # given the handler wrote two records into the stack's bucket
+    s3_client.create_bucket(Bucket="my-logs")
+    monkeypatch.setattr(handler_module, "BUCKET_NAME", "my-logs")
+    lines = [
+        '127.0.0.1 - - [27/Nov/2026:08:00:01 +0000] "GET /a HTTP/1.1" 200 612 "-" "curl/8.5.0" "-"',
+        '127.0.0.1 - - [27/Nov/2026:08:00:02 +0000] "GET /b?q=1 HTTP/1.1" 404 153 "-" "curl/8.5.0" "-"',
+    ]
+    records = [KinesisRecord(fluentd_message(line), seq) for line, seq in zip(lines, sequence_numbers(2), strict=True)]
+    handler_module.handler(kinesis_event(records), None)
+    # when the user lists the bucket
+    listing = stack_on_moto("ls")
+    assert listing.code == 0, listing.stderr
+    (key,) = [line.split()[-1] for line in listing.stdout.splitlines()]
+    assert key.startswith("2026/11/27/08/nginx_access_log_") and "1 object(s)" in listing.stderr
+    # then cat prints one record per line, and --pretty indents them
+    shown = stack_on_moto("cat", key)
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [r["request_uri"] for r in records] == ["/a", "/b?q=1"]
+    pretty = stack_on_moto("cat", f"s3://my-logs/{key}", "--pretty")
+    assert pretty.code == 0 and '\n  "status": 404,\n' in pretty.stdout
+    # and a wrong key is one line, not a traceback
+    missing = stack_on_moto("cat", "2026/no-such-key.json")
+    assert missing.code == 1 and missing.stderr.count("\n") == 1 and "no object" in missing.stderr
+
+
+def test_logs_prints_the_functions_log_lines(stack_on_moto, aws):
+    import time
+
+    import boto3
+
+    logs = boto3.client("logs", endpoint_url=aws, region_name="us-east-1")
+    group = "/aws/lambda/KinesisAccessLogToS3"
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="s1")
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName="s1",
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": '{"records": 2, "objects": 1}'}],
+    )
+    result = stack_on_moto("logs", "--since", "10m")
+    assert result.code == 0, result.stderr
+    assert result.stdout.rstrip().endswith('{"records": 2, "objects": 1}')
+
+
+def test_logs_before_the_function_ran_says_so(stack_on_moto):
+    result = stack_on_moto("logs")
+    assert result.code == 1 and "the function has not run" in result.stderr
+
+
+def test_landing_page_and_closing_message_name_only_commands_that_exist(start):
+    # every ./start.sh command the page or the closing message names is one start.sh takes
+    import re
+
+    page = (ROOT / "nginx" / "html" / "index.html").read_text()
+    result = start(scenario=healthy_stack())
+    named = set(re.findall(r"\./start\.sh (\w+)", page + result.stdout))
+    assert named and named <= {"up", "down", "provision", "status", "ls", "cat", "logs"}
+    assert "awslocal" not in page + result.stdout and "init_resource.py" not in page + result.stdout
+
+
+def test_scripts_run_from_a_checkout_keep_their_exec_bits():
+    for path in ("start.sh", "init/pipeline_cli.py", "init/ready.d/10-provision.sh"):
+        assert os.access(ROOT / path, os.X_OK), path
