@@ -22,7 +22,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_ENDPOINT = "http://localhost:4566"
@@ -66,7 +66,7 @@ def pretty(line: str) -> str:
 
 
 def log_line(event: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(event["timestamp"] / 1000, tz=timezone.utc)
+    when = datetime.fromtimestamp(event["timestamp"] / 1000, tz=UTC)
     return f"{when:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + "Z " + event["message"].rstrip("\n")
 
 
@@ -91,7 +91,7 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> int:
     count = size = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
-            modified = item["LastModified"].astimezone(timezone.utc)
+            modified = item["LastModified"].astimezone(UTC)
             print(f"{modified:%Y-%m-%d %H:%M:%S} {item['Size']:>10} {item['Key']}")
             count += 1
             size += item["Size"]

@@ -248,7 +248,9 @@ def test_a_healthy_start_says_what_it_waits_for_and_what_to_do_next(start):
 
 
 def fake_docker_poll() -> int:
-    return int(next(line for line in (ROOT / "start.sh").read_text().splitlines() if line.startswith("POLL_SECONDS="))[13:])
+    """start.sh's POLL_SECONDS."""
+    lines = (ROOT / "start.sh").read_text().splitlines()
+    return int(next(line for line in lines if line.startswith("POLL_SECONDS=")).split("=")[1])
 
 
 def test_failed_provisioning_is_reported_within_the_bound(start):
@@ -348,7 +350,11 @@ def test_slow_pulls_wait_and_then_succeed(start):
 
 
 def test_a_stack_that_never_becomes_ready_times_out_with_what_it_waited_for(start):
-    scenario = {"images_present": True, "up": {"at": 1000, "exit": 1}, "services": {"localstack": timeline((0, STARTING))}}
+    scenario = {
+        "images_present": True,
+        "up": {"at": 1000, "exit": 1},
+        "services": {"localstack": timeline((0, STARTING))},
+    }
     result = start(scenario=scenario, env={"START_TIMEOUT": "60"})
     assert result.code == 1
     assert 60 <= result.clock <= 60 + BOUND
