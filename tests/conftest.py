@@ -9,6 +9,11 @@ from types import ModuleType
 import boto3
 import pytest
 from support import moto
+from support.skip_policy import (  # noqa: F401 - hooks: only the Docker test may skip quietly
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 
 # The handler builds its S3 client at import, as in Lambda: give it a region and dummy
 # credentials first, so no test can reach a real account.

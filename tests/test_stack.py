@@ -2,6 +2,10 @@
 
 This is the test users and Docker-capable CI run. It needs a running Docker engine with
 Compose v2 and the images' registries; without an engine it skips, saying why.
+
+It never touches a user's own stack: it runs a copy of the checkout (no .env) under a
+project name of its own, on free ports, and removes only that project's containers and
+volumes.
 """
 
 from __future__ import annotations
@@ -9,12 +13,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
-from support.compose import ROOT
+from support.compose import ROOT, compose
 from support.net import free_port, wait_until
 from support.s3 import bucket_objects, json_lines
 
@@ -30,25 +36,60 @@ def docker_problem() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(docker_problem() is not None, reason=str(docker_problem()))]
+def isolated_checkout(destination: Path) -> Path:
+    """The tracked files of this checkout, without a user's .env or local state."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def isolated_env() -> dict[str, str]:
+    """Settings of a stack of the test's own: project name, ports (never 80 or 4566)."""
+    return {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": f"clp-test-{uuid.uuid4().hex[:8]}",
+        "WEB_PORT": str(free_port()),
+        "LOCALSTACK_PORT": str(free_port()),
+    }
+
+
+def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
+    # runs everywhere: the isolation itself, without Docker
+    env = isolated_env()
+    assert env["COMPOSE_PROJECT_NAME"] != compose()["name"]
+    assert env["WEB_PORT"] not in ("80", "8080") and env["LOCALSTACK_PORT"] != "4566"
+    ports = compose(env)["services"]
+    assert ports["web"]["ports"] == [f"127.0.0.1:{env['WEB_PORT']}:80"]
+    assert ports["localstack"]["ports"] == [f"127.0.0.1:{env['LOCALSTACK_PORT']}:4566"]
+    # a user's .env (ignored by git) is never copied
+    copy = isolated_checkout(tmp_path / "copy")
+    assert (copy / "start.sh").exists() and not (copy / ".env").exists()
 
 
 @pytest.fixture(scope="module")
-def stack():
-    port = free_port()
-    env = {**os.environ, "WEB_PORT": str(port)}
-    started = subprocess.run([str(ROOT / "start.sh")], cwd=ROOT, env=env, timeout=1200)
+def stack(tmp_path_factory):
+    copy = isolated_checkout(tmp_path_factory.mktemp("stack"))
+    env = isolated_env()
+    started = subprocess.run([str(copy / "start.sh")], cwd=copy, env=env, timeout=1200)
     try:
         assert started.returncode == 0
-        yield f"http://127.0.0.1:{port}"
+        yield copy, env
     finally:
-        subprocess.run([str(ROOT / "start.sh"), "down", "--volumes"], cwd=ROOT, env=env, timeout=300)
+        subprocess.run([str(copy / "start.sh"), "down", "--volumes"], cwd=copy, env=env, timeout=300)
 
 
+@pytest.mark.docker
+@pytest.mark.skipif(docker_problem() is not None, reason=str(docker_problem()))
 def test_a_request_arrives_in_s3_as_its_record(stack):
+    copy, env = stack
     # given the running stack, when a request with a unique path is made
     path = f"/stack-test-{uuid.uuid4().hex}"
-    request = urllib.request.Request(stack + path, headers={"User-Agent": "stack-test"})
+    request = urllib.request.Request(f"http://127.0.0.1:{env['WEB_PORT']}{path}", headers={"User-Agent": "stack-test"})
     try:
         urllib.request.urlopen(request, timeout=10)
     except urllib.error.HTTPError as exc:
@@ -56,7 +97,7 @@ def test_a_request_arrives_in_s3_as_its_record(stack):
     # then its record lands in the bucket within seconds
     s3 = boto3.client(
         "s3",
-        endpoint_url="http://127.0.0.1:4566",
+        endpoint_url=f"http://127.0.0.1:{env['LOCALSTACK_PORT']}",
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
@@ -76,3 +117,18 @@ def test_a_request_arrives_in_s3_as_its_record(stack):
     assert found is not None, "the request did not reach S3 within 60 s"
     assert found["request_method"] == "GET" and found["status"] == 404
     assert found["http_user_agent"] == "stack-test"
+    # and the commands the README gives show it
+    for args in (["status"], ["ls"]):
+        result = subprocess.run([str(copy / "start.sh"), *args], cwd=copy, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    listing = subprocess.run(
+        [str(copy / "start.sh"), "ls"], cwd=copy, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    keys = [line.split()[-1] for line in listing.splitlines() if not line.split()[-1].startswith("errors/")]
+    shown = "".join(
+        subprocess.run(
+            [str(copy / "start.sh"), "cat", key], cwd=copy, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for key in keys
+    )
+    assert path in shown
