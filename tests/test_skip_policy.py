@@ -11,7 +11,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 
-PROBE = '''
+PROBE = """
 import pytest
 
 def test_runs():
@@ -25,7 +25,7 @@ def test_needs_nginx():
 @pytest.mark.skipif(True, reason="no Docker engine")
 def test_needs_docker():
     pass
-'''
+"""
 
 
 def run_probe(tmp_path: Path, source: str, ci: str) -> subprocess.CompletedProcess:
@@ -52,7 +52,7 @@ def test_a_skipped_test_is_shown_and_fails_ci(tmp_path, ci, code):
 
 
 def test_only_the_docker_test_skips_quietly(tmp_path):
-    source = PROBE.split("@pytest.mark.skipif(True, reason=\"nginx")[0] + PROBE.split("pass\n", 1)[1]
+    source = PROBE.split('@pytest.mark.skipif(True, reason="nginx')[0] + PROBE.split("pass\n", 1)[1]
     result = run_probe(tmp_path, source, "true")
     assert result.returncode == 0, result.stdout
     assert "INCOMPLETE RUN" not in result.stdout
