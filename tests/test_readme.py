@@ -55,3 +55,21 @@ def test_pictures_are_pngs(name):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     assert width >= 600 and height >= 300
+
+
+START_COMMANDS = {"up", "down", "provision", "status", "ls", "cat", "logs"}
+
+
+@pytest.mark.parametrize("readme", [README, README_KO], ids=["en", "ko"])
+def test_after_start_commands_need_nothing_but_docker(readme):
+    # every ./start.sh command the README names exists, and no after-start step needs
+    # tools a Docker-only host lacks (awscli-local, a host boto3, python3 -m json.tool)
+    named = set(re.findall(r"\./start\.sh (\w+)", readme))
+    assert {"status", "ls", "cat", "logs", "provision"} <= named <= START_COMMANDS
+    for needs_more in ("awslocal", "pip install awscli-local", "json.tool", "init_resource.py --status"):
+        assert needs_more not in readme, needs_more
+
+
+def test_every_setting_is_in_the_configuration_table():
+    for name in re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M):
+        assert f"| `{name}` |" in README, name
