@@ -513,3 +513,19 @@ def test_landing_page_and_closing_message_name_only_commands_that_exist(start):
 def test_scripts_run_from_a_checkout_keep_their_exec_bits():
     for path in ("start.sh", "init/pipeline_cli.py", "init/ready.d/10-provision.sh"):
         assert os.access(ROOT / path, os.X_OK), path
+
+
+def test_tests_pass_while_another_localstack_holds_4566(start):
+    # given something on 127.0.0.1:4566 (a user's LocalStack, or this stack), the tests'
+    # own start uses LOCALSTACK_PORT and is not disturbed
+    listener = socket.socket()
+    try:
+        listener.bind(("127.0.0.1", 4566))
+        listener.listen()
+    except OSError:
+        pass  # already held by someone else: exactly the situation under test
+    try:
+        result = start(scenario=healthy_stack())
+    finally:
+        listener.close()
+    assert result.code == 0, result.stderr
