@@ -213,7 +213,7 @@ fail_compose() {
   echo "start.sh: docker compose up failed:" >&2
   echo "$output" >&2
   case "$output" in
-    *"port is already allocated"* | *"address already in use"* | *"bind"*)
+    *"port is already allocated"* | *"address already in use"* | *"Ports are not available"*)
       advice="a port is taken: stop what holds it, or choose other ports in .env (WEB_PORT, LOCALSTACK_PORT)" ;;
     *"pull access denied"* | *"manifest unknown"* | *"not found"* | *"failed to resolve reference"* | *"TLS handshake"* | *"i/o timeout"*)
       advice="an image could not be pulled: check your network (and LOCALSTACK_IMAGE in .env), then run ./start.sh again" ;;
