@@ -90,14 +90,14 @@ def timeline(*steps: tuple[float, dict]) -> list:
     return [[at, state] for at, state in steps]
 
 
-def healthy_stack(ready_at: float = 10) -> dict:
+def healthy_stack(ready_at: float = 4) -> dict:
     return {
         "images_present": True,
         "up": {"at": ready_at, "exit": 0},
         "services": {  # no container before `up` ran (the clock's first tick)
             "localstack": timeline((1, STARTING), (ready_at, HEALTHY)),
-            "fluentd": timeline((ready_at, {"status": "running", "health": "starting"}), (ready_at + 4, HEALTHY)),
-            "web": timeline((ready_at + 4, {"status": "running", "health": "starting"}), (ready_at + 8, HEALTHY)),
+            "fluentd": timeline((ready_at, {"status": "running", "health": "starting"}), (ready_at + 2, HEALTHY)),
+            "web": timeline((ready_at + 2, {"status": "running", "health": "starting"}), (ready_at + 4, HEALTHY)),
         },
     }
 
@@ -244,7 +244,7 @@ def test_a_healthy_start_says_what_it_waits_for_and_what_to_do_next(start):
     assert "waiting for fluentd: starting" in result.stdout and "waiting for web: starting" in result.stdout
     for command in ("./start.sh ls", "./start.sh cat", "./start.sh status", "./start.sh logs", "./start.sh down"):
         assert command in result.stdout
-    assert 48 <= result.clock <= 48 + 2 * fake_docker_poll()
+    assert 44 <= result.clock <= 44 + 2 * fake_docker_poll()
 
 
 def fake_docker_poll() -> int:
