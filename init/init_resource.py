@@ -654,7 +654,7 @@ def hint_commands(settings: Settings) -> dict[str, str]:
         "provision": rerun_command(settings),
         "function logs": f"aws logs tail /aws/lambda/{settings.function} --follow{endpoint}",
         "list": f"aws s3 ls s3://{settings.bucket} --recursive{endpoint}",
-        "fluentd": "fluentd's own log",
+        "fluentd": "the log of the fluentd that ships your access log",
     }
 
 
