@@ -168,11 +168,36 @@ class Bucket:
 
 def plain(body: bytes) -> bytes:
     """An object's JSON Lines, gunzipped when it is gzip (by its bytes, not its name)."""
-    if body[:2] == b"\x1f\x8b":
+    if body[:2] == GZIP_MAGIC:
         body = gzip.decompress(body)
     if body and not body.endswith(b"\n"):
         body += b"\n"
     return body
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+# A gzip member holding one newline: after each gzip object, so the last line of one
+# object never runs into the first of the next (concatenated members are one stream).
+GZIP_NEWLINE = gzip.compress(b"\n", mtime=0)
+
+
+@dataclass
+class Sink:
+    """Where fetched lines go: plain objects to one file, gzip objects (still compressed,
+    DuckDB inflates them faster than Python) to another."""
+
+    plain: BinaryIO
+    gzip: BinaryIO
+
+    def write(self, body: bytes) -> int:
+        if body[:2] == GZIP_MAGIC:
+            self.gzip.write(body)
+            self.gzip.write(GZIP_NEWLINE)
+        else:
+            self.plain.write(body)
+            if body and not body.endswith(b"\n"):
+                self.plain.write(b"\n")
+        return len(body)
 
 
 def objects_to_read(keys: Iterable[str], manifest: dict[str, Any] | None) -> list[str]:
@@ -216,7 +241,7 @@ class Fetched:
 
 
 def fetch_prefixes(
-    bucket: Bucket, prefixes: Sequence[str], sink: BinaryIO, workers: int = 16, attempts: int = 5
+    bucket: Bucket, prefixes: Sequence[str], sink: Sink, workers: int = 16, attempts: int = 5
 ) -> Fetched:
     """Write the JSON Lines of every object under `prefixes` (each `.../HH/`) to `sink`.
 
@@ -241,9 +266,7 @@ def fetch_prefixes(
                     again.append(prefix)
                     continue
                 for body in bodies:
-                    data = plain(body)
-                    sink.write(data)
-                    fetched.bytes += len(data)
+                    fetched.bytes += sink.write(body)
                 fetched.objects += len(bodies)
             fetched.retried_hours.extend(again)
             pending = again
@@ -284,21 +307,21 @@ def _struct_sql(columns: dict[str, str], overrides: dict[str, str]) -> str:
     return "{" + items + "}"
 
 
-def load_tables(con: Any, logs_file: Path, errors_file: Path, start: datetime, end: datetime) -> None:
+def load_tables(con: Any, logs_files: list[str], errors_files: list[str], start: datetime, end: datetime) -> None:
     """Create the typed tables `logs` and `errors` from the fetched lines of [start, end),
     then shut DuckDB off from files and settings: the user's SQL sees only the tables."""
     begin, finish = start.replace(tzinfo=None), end.replace(tzinfo=None)
     con.execute(f"CREATE TABLE logs ({_columns_sql(LOG_COLUMNS)})")
     con.execute(f"CREATE TABLE errors ({_columns_sql(ERROR_COLUMNS)})")
-    if logs_file.stat().st_size:
+    if logs_files:
         con.execute(
             # the SQL is built from this file's constants only; values are parameters
             f"""INSERT INTO logs SELECT * FROM read_json(?, format = 'newline_delimited',
                 columns = {_struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')
                 WHERE "timestamp" >= ? AND "timestamp" < ?""",  # noqa: S608
-            [str(logs_file), begin, finish],
+            [logs_files, begin, finish],
         )
-    if errors_file.stat().st_size:
+    if errors_files:
         names = ", ".join(f'"{n}"' for n in ERROR_COLUMNS if n != "approximateArrivalTimestamp")
         con.execute(
             f"""INSERT INTO errors SELECT {names},
@@ -307,7 +330,7 @@ def load_tables(con: Any, logs_file: Path, errors_file: Path, start: datetime, e
                     columns = {_struct_sql(ERROR_COLUMNS, {"approximateArrivalTimestamp": "DOUBLE"})})
                 WHERE to_timestamp("approximateArrivalTimestamp")::TIMESTAMP >= ?
                   AND to_timestamp("approximateArrivalTimestamp")::TIMESTAMP < ?""",  # noqa: S608
-            [str(errors_file), begin, finish],
+            [errors_files, begin, finish],
         )
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -454,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", dest="end", help="range end (exclusive), ISO 8601 (default: now)")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
     add_target_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no note on stderr about what was read")
     return parser
 
 
@@ -499,26 +523,35 @@ def s3_client(endpoint: str | None, region: str, workers: int) -> Any:
     config = Config(
         connect_timeout=5,
         read_timeout=60,
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"max_attempts": 3, "mode": "standard"},
         max_pool_connections=workers,
     )
     return session.client("s3", endpoint_url=endpoint, config=config, **credentials)
+
+
+def _fetch_to_files(bucket: Bucket, prefixes: list[str], stem: Path, workers: int) -> list[Any]:
+    """Fetch into `stem`.jsonl and `stem`.jsonl.gz: the non-empty files, then the counts."""
+    plain_file, gzip_file = stem.with_suffix(".jsonl"), stem.with_suffix(".jsonl.gz")
+    with plain_file.open("wb") as plain_sink, gzip_file.open("wb") as gzip_sink:
+        fetched = fetch_prefixes(bucket, prefixes, Sink(plain_sink, gzip_sink), workers)
+    files: list[Any] = [str(f) for f in (plain_file, gzip_file) if f.stat().st_size]
+    return [*files, fetched]
 
 
 def query(
     bucket: Bucket, start: datetime, end: datetime, sql: str | None, fmt: str, out: TextIO, workers: int = 16
 ) -> Fetched:
     """Fetch the range's objects, load them, answer `sql` (or print the summary)."""
+    bucket.client.head_bucket(Bucket=bucket.name)  # one clear error before many requests
+    hours = hour_prefixes(start, end)
     with tempfile.TemporaryDirectory(prefix="logs_query_") as tmp:
-        logs_file, errors_file = Path(tmp) / "logs.jsonl", Path(tmp) / "errors.jsonl"
-        hours = hour_prefixes(start, end)
-        with logs_file.open("wb") as sink:
-            fetched = fetch_prefixes(bucket, [h + "/" for h in hours], sink, workers)
-        with errors_file.open("wb") as sink:
-            errors = fetch_prefixes(bucket, [ERROR_PREFIX + h + "/" for h in hours], sink, workers)
+        logs_files = _fetch_to_files(bucket, [h + "/" for h in hours], Path(tmp) / "logs", workers)
+        fetched = logs_files.pop()
+        errors_files = _fetch_to_files(bucket, [ERROR_PREFIX + h + "/" for h in hours], Path(tmp) / "errors", workers)
+        errors = errors_files.pop()
         con = connect()
         try:
-            load_tables(con, logs_file, errors_file, start, end)
+            load_tables(con, logs_files, errors_files, start, end)
         except Exception as exc:
             if type(exc).__module__.startswith(("duckdb", "_duckdb")):
                 first = str(exc).strip().splitlines()[0]
@@ -584,7 +617,7 @@ def describe(exc: BaseException, bucket: str) -> str:
     if name == "ModuleNotFoundError":
         return f"{exc}: install the pinned packages (pip install -r query/requirements.txt)"
     error = getattr(exc, "response", {}).get("Error", {})
-    if error.get("Code") == "NoSuchBucket":
+    if error.get("Code") in ("NoSuchBucket", "404", "NotFound"):
         return f"no bucket {bucket}: provision first (./start.sh, or init/init_resource.py), or pass --bucket"
     if error.get("Code"):
         return f"{error['Code']}: {error.get('Message') or exc}"
