@@ -48,7 +48,7 @@ BUCKET = "nginx-accesslog"
 HOUR = datetime(2026, 11, 26, 17, tzinfo=UTC)
 SQL = "SELECT status, count(*) AS requests FROM logs GROUP BY status ORDER BY status"
 
-PATHS = ["/", "/index.html", "/products/{n}", "/search?q=shoes&page={n}", "/api/orders/{n}", "/old/{n}", "/missing/{n}"]
+PATHS = ["/", "/index.html", "/products/{n}", "/search?q=shoes&page={n}", "/v1/orders/{n}", "/old/{n}", "/missing/{n}"]
 STATUSES = [200, 200, 200, 200, 301, 404, 404, 500, 304]
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
@@ -62,7 +62,7 @@ AGENTS = [
 def nginx_line(rng: random.Random, second: datetime) -> str:
     """A `main`-format line, as nginx writes one."""
     path = rng.choice(PATHS).format(n=rng.randrange(1000))
-    method = "POST" if path.startswith("/api/") and rng.random() < 0.3 else "GET"
+    method = "POST" if path.startswith("/v1/") and rng.random() < 0.3 else "GET"
     forwarded = f"203.0.113.{rng.randrange(256)}" if rng.random() < 0.2 else "-"
     return (
         f"10.0.{rng.randrange(256)}.{rng.randrange(256)} - - [{second:%d/%b/%Y:%H:%M:%S} +0000] "

@@ -359,7 +359,7 @@ def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e15 else str(value)
+        return str(round(value, 4))
     return str(value)
 
 

@@ -69,17 +69,17 @@ def pick(rng: random.Random) -> Request:
         (0.08, lambda: Request("GET", "/index.html")),
         (0.05, lambda: Request("GET", f"/?utm_source=newsletter&utm_campaign=c{n % 7}")),
         (0.04, lambda: Request("HEAD", "/")),
-        (0.14, lambda: Request("GET", f"/api/items/{n}")),
-        (0.08, lambda: Request("GET", f"/api/search?q={rng.choice(WORDS)}&page={n % 5 + 1}")),
-        (0.06, lambda: Request("POST", "/api/orders", body=f'{{"item":{n},"qty":{n % 3 + 1}}}'.encode())),
-        (0.02, lambda: Request("DELETE", f"/api/orders/{n}")),
+        (0.14, lambda: Request("GET", f"/v1/items/{n}")),
+        (0.08, lambda: Request("GET", f"/v1/search?q={rng.choice(WORDS)}&page={n % 5 + 1}")),
+        (0.06, lambda: Request("POST", "/v1/orders", body=f'{{"item":{n},"qty":{n % 3 + 1}}}'.encode())),
+        (0.02, lambda: Request("DELETE", f"/v1/orders/{n}")),
         (0.08, lambda: Request("GET", f"/old/products/{n}")),
         (0.04, lambda: Request("GET", "/blog")),
         (0.09, lambda: Request("GET", f"/products/{n}.html")),
         (0.03, lambda: Request("GET", rng.choice(["/wp-login.php", "/.env", "/admin/config.php", "/.git/HEAD"]))),
         (0.03, lambda: Request("GET", "/favicon.ico")),
-        (0.03, lambda: Request("POST", "/api/checkout")),
-        (0.01, lambda: Request("GET", "/api/status")),
+        (0.03, lambda: Request("POST", "/v1/checkout")),
+        (0.01, lambda: Request("GET", "/v1/status")),
     ]
     weights = [w for w, _ in choices]
     return rng.choices([make for _, make in choices], weights)[0]()
