@@ -136,7 +136,8 @@ def main() -> int:
     parser.add_argument("--gzip", action="store_true", help="write .json.gz objects")
     args = parser.parse_args()
     compression = "gzip" if args.gzip else ""
-    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}")
     with moto_process() as endpoint:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)

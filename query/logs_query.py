@@ -342,6 +342,8 @@ def run_sql(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
     try:
         cursor = con.execute(sql)
+        if cursor is None:  # only comments or whitespace
+            raise Failure("SQL: no statement to run")
         columns = [d[0] for d in cursor.description] if cursor.description else []
         rows = cursor.fetchall() if columns else []
     except duckdb.Error as exc:
@@ -396,6 +398,8 @@ def table_text(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int
 
 
 def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO) -> None:
+    if not columns:  # a statement without a result, such as CREATE TABLE
+        return
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)

@@ -161,6 +161,15 @@ def test_bad_sql_is_one_line_and_exit_1(aws, bucket):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+def test_sql_of_comments_only_or_several_statements(aws, bucket, capsys):
+    code, _, err = run(aws, capsys, *RANGE_17, "-- nothing but a comment")
+    assert code == 1 and err == "logs_query: error: SQL: no statement to run\n"
+    code, out, _ = run(
+        aws, capsys, *RANGE_17, "--format", "csv", "CREATE TABLE t AS SELECT 41 AS x; SELECT x + 1 AS y FROM t"
+    )
+    assert code == 0 and out == "y\n42\n"
+
+
 @pytest.mark.parametrize(
     "args",
     [["--since", "soon"], ["--from", "yesterday"], ["--from", "2026-11-26T18:00", "--to", "2026-11-26T17:00"],
