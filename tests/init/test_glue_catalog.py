@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
 import boto3
 import glue_catalog
@@ -120,3 +122,8 @@ def run_plain(aws, capsys, monkeypatch):
         return code, capsys.readouterr().out
 
     return _run
+
+
+def test_module_is_valid_python_3_9():
+    # init_resource.py imports it, and runs on Python 3.9 (LocalStack hosts, older laptops)
+    ast.parse(Path(glue_catalog.__file__).read_text(), feature_version=(3, 9))
