@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import glue_catalog  # beside this file: the Athena table (--aws)
+
 HERE = Path(__file__).resolve().parent
 HANDLER_FILE = HERE / "kinesis_event_to_s3.py"
 DEFAULT_ENDPOINT = "http://localhost:4566"
@@ -226,6 +228,7 @@ class Aws:
         self.iam = client("iam")
         self.lambda_ = client("lambda")
         self.sts = client("sts")
+        self.glue = client("glue")
         self.region = settings.region
         self._account: str | None = None
 
@@ -527,6 +530,8 @@ def converge(aws: Aws, settings: Settings) -> Report:
     role_arn = ensure_role(aws, settings, stream_arn, report)
     ensure_function(aws, settings, role_arn, report)
     ensure_mapping(aws, settings, stream_arn, report)
+    if glue_catalog.wanted(settings):
+        glue_catalog.ensure_catalog(aws, settings, report)
     if not report.changed():
         print("Nothing to change: everything is as it should be.")
     print(f"Next: browse the site, then: {hint_commands(settings)['list']}")
@@ -568,6 +573,8 @@ def teardown(aws: Aws, settings: Settings, force: bool) -> Report:
             f"bucket {settings.bucket} holds objects; nothing was deleted. "
             "Copy what you need, then run again with --force to delete them too."
         )
+    if glue_catalog.wanted(settings):
+        glue_catalog.teardown_catalog(aws, settings, report)
     stream_arn = _stream_arn(aws, settings)
     lam = aws.lambda_
     name = f"{settings.stream} -> {settings.function}"
@@ -719,6 +726,9 @@ def status(aws: Aws, settings: Settings) -> bool:
         broken = True
         print(f"bucket    {settings.bucket}: missing")
         hints.append(missing_hint)
+    if glue_catalog.wanted(settings):
+        fine, more = glue_catalog.catalog_status(aws, settings)
+        broken, hints = broken or not fine, hints + more
     for hint in dict.fromkeys(hints):
         print(f"hint: {hint}")
     return not broken

@@ -1,0 +1,185 @@
+"""Query benchmark: one hour of the stack's objects at 200 req/s in moto's S3, counted by status.
+
+    python3 bench/query_bench.py                 # 720,000 lines in 3,600 objects
+    python3 bench/query_bench.py --rate 50       # a smaller hour
+    python3 bench/query_bench.py --gzip          # COMPRESSION=gzip objects
+
+The hour is written as the stack writes it: one object per 1 s batch under
+`YYYY/MM/DD/HH/`, each line a record made by the handler's own parser from a realistic
+nginx line. moto server runs in its own process (no shared interpreter lock). Then, in
+the same run: the query tool (`query/logs_query.py`: parallel boto3, DuckDB) and a naive
+path (list, get every object one by one, `json.loads` each line), same answer asserted;
+then the hour is compacted (`query/compact_hours.py`) and the query tool timed again.
+Goal on a 2-core machine: <= 5 s and >= 5x the naive path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "init"), str(ROOT / "query"), str(ROOT / "bench")]
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+import boto3  # noqa: E402
+import compact_hours  # noqa: E402
+import logs_query  # noqa: E402
+from kinesis_event_to_s3 import S3Object, line_to_json, object_key  # noqa: E402
+from pipeline_bench import moto_process  # noqa: E402
+
+BUCKET = "nginx-accesslog"
+HOUR = datetime(2026, 11, 26, 17, tzinfo=UTC)
+SQL = "SELECT status, count(*) AS requests FROM logs GROUP BY status ORDER BY status"
+
+PATHS = ["/", "/index.html", "/products/{n}", "/search?q=shoes&page={n}", "/v1/orders/{n}", "/old/{n}", "/missing/{n}"]
+STATUSES = [200, 200, 200, 200, 301, 404, 404, 500, 304]
+AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "curl/8.5.0",
+    "Googlebot/2.1 (+http://www.google.com/bot.html)",
+]
+
+
+def nginx_line(rng: random.Random, second: datetime) -> str:
+    """A `main`-format line, as nginx writes one."""
+    path = rng.choice(PATHS).format(n=rng.randrange(1000))
+    method = "POST" if path.startswith("/v1/") and rng.random() < 0.3 else "GET"
+    forwarded = f"203.0.113.{rng.randrange(256)}" if rng.random() < 0.2 else "-"
+    return (
+        f"10.0.{rng.randrange(256)}.{rng.randrange(256)} - - [{second:%d/%b/%Y:%H:%M:%S} +0000] "
+        f'"{method} {path} HTTP/1.1" {rng.choice(STATUSES)} {rng.randrange(100, 20000)} '
+        f'"-" "{rng.choice(AGENTS)}" "{forwarded}"'
+    )
+
+
+def write_hour(s3, rate: int, compression: str) -> tuple[int, int, Counter]:
+    """One object per second of the hour, `rate` records each, keys as the handler names them."""
+    rng = random.Random(11)
+    expected: Counter = Counter()
+    objects = []
+    for second in range(3600):
+        at = HOUR + timedelta(seconds=second)
+        s3_object = S3Object(
+            object_key(f"{at:%Y/%m/%d/%H}", at, "shardId-000000000000", str(second * rate + 1), compression)
+        )
+        for _ in range(rate):
+            _, record = line_to_json(nginx_line(rng, at))
+            s3_object.lines.append(record)
+            expected[json.loads(record)["status"]] += 1
+        objects.append((s3_object.key, s3_object.body(compression)))
+
+    def put(item: tuple[str, bytes]) -> None:
+        s3.put_object(Bucket=BUCKET, Key=item[0], Body=item[1], ContentType="application/x-ndjson")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, objects))
+    return len(objects), sum(expected.values()), expected
+
+
+def naive(s3) -> Counter:
+    """List and get every object one by one, json.loads each line."""
+    counts: Counter = Counter()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{HOUR:%Y/%m/%d/%H}/"):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+            if body[:2] == b"\x1f\x8b":
+                import gzip
+
+                body = gzip.decompress(body)
+            for line in body.splitlines():
+                counts[json.loads(line)["status"]] += 1
+    return counts
+
+
+def tool(endpoint: str) -> tuple[Counter, int]:
+    bucket = logs_query.Bucket(logs_query.s3_client(endpoint, "us-east-1", 16), BUCKET)
+    out = io.StringIO()
+    fetched = logs_query.query(bucket, HOUR, HOUR + timedelta(hours=1), SQL, "json", out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    return Counter({row["status"]: row["requests"] for row in rows}), fetched.objects
+
+
+def timed(function, runs: int):
+    times, result = [], None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=200, help="requests a second in the hour (default 200)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of the query after compaction; the median is shown (default 3)"
+    )
+    parser.add_argument("--gzip", action="store_true", help="write .json.gz objects")
+    args = parser.parse_args()
+    compression = "gzip" if args.gzip else ""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}")
+    with moto_process() as endpoint:
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        started = time.perf_counter()
+        objects, lines, expected = write_hour(s3, args.rate, compression)
+        size = sum(
+            item["Size"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for item in page.get("Contents", [])
+        )
+        print(
+            f"hour {HOUR:%Y-%m-%d %H}:00 UTC: {lines:,} lines in {objects:,} objects, {size / 1e6:.0f} MB "
+            f"{'gzip ' if compression else ''}(written in {time.perf_counter() - started:.0f} s)"
+        )
+        tool_s, (tool_counts, _) = timed(lambda: tool(endpoint), 1)
+        naive_s, naive_counts = timed(lambda: naive(s3), 1)
+        if not tool_counts == expected == naive_counts:
+            raise SystemExit(f"different answers: tool {tool_counts}, naive {naive_counts}, written {expected}")
+        print(f"count by status, query tool (parallel boto3 + DuckDB): {tool_s:6.2f} s")
+        print(f"count by status, naive (one by one + json.loads):      {naive_s:6.2f} s")
+        print(f"speed-up: {naive_s / tool_s:.1f}x")
+        started = time.perf_counter()
+        compacted = compact_hours.compact(
+            logs_query.Bucket(logs_query.s3_client(endpoint, "us-east-1", 16), BUCKET),
+            [f"{HOUR:%Y/%m/%d/%H}/"],
+        )
+        compact_s = time.perf_counter() - started
+        print(f"compaction of the hour: {compact_s:.2f} s ({compacted})")
+        after_s, (after_counts, after_objects) = timed(lambda: tool(endpoint), args.runs)
+        if after_counts != expected:
+            raise SystemExit(f"different answer after compaction: {after_counts}, written {expected}")
+        print(
+            f"after compaction, query tool: {after_s:6.2f} s (median of {args.runs}; {after_objects} object read; "
+            f"{naive_s / after_s:.0f}x the naive path before compaction)"
+        )
+        ok = after_s <= 5 and naive_s / after_s >= 5
+        print(
+            f"goal (<= 5 s and >= 5x naive): {'met' if ok else 'NOT met'} with compaction; "
+            f"{'met' if tool_s <= 5 and naive_s / tool_s >= 5 else 'not met'} without"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,632 @@
+#!/usr/bin/env python3
+"""Ask the access logs questions in SQL: DuckDB over the bucket's objects of a time range.
+
+    python3 query/logs_query.py                          # summary of the last hour
+    python3 query/logs_query.py --since 6h "SELECT status, count(*) FROM logs GROUP BY 1"
+    python3 query/logs_query.py --from 2026-11-26T17:00 --to 2026-11-26T18:00 --format csv "..."
+    python3 query/logs_query.py --aws --bucket my-bucket  # real S3, your credential chain
+
+Tables: `logs` (one row per request, the record schema, typed) and `errors` (the error
+objects). The range picks hour prefixes (`YYYY/MM/DD/HH/`, `errors/YYYY/MM/DD/HH/`), so
+only those objects are listed and read; rows outside the range are then filtered out.
+
+Objects are fetched with boto3 in parallel (DuckDB's httpfs extension would be downloaded
+at first use, which fails offline), gzip or not, into one local JSON Lines file per table,
+which DuckDB's built-in JSON reader loads. DuckDB never installs or loads extensions at
+run time, and once the tables are loaded the SQL can reach no file or network.
+
+Compacted hours (query/compact_hours.py) are read through their manifest, so a query
+never sees a line missing or twice, whatever the compaction's progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+DEFAULT_ENDPOINT = "http://localhost:4566"
+ERROR_PREFIX = "errors/"
+# Written by query/compact_hours.py inside an hour prefix: names the compacted object and
+# the objects it replaces. The leading underscore hides it from Athena and Hive.
+MANIFEST_NAME = "_compaction.json"
+COMPACTED_MARK = "_compacted_"
+
+# The record schema (init/kinesis_event_to_s3.py FIELDS) with DuckDB types.
+LOG_COLUMNS: dict[str, str] = {
+    "remote_addr": "VARCHAR",
+    "remote_user": "VARCHAR",
+    "time_local": "VARCHAR",
+    "timestamp": "TIMESTAMP",  # UTC
+    "request": "VARCHAR",
+    "request_method": "VARCHAR",
+    "request_uri": "VARCHAR",
+    "server_protocol": "VARCHAR",
+    "status": "INTEGER",
+    "body_bytes_sent": "BIGINT",
+    "http_referer": "VARCHAR",
+    "http_user_agent": "VARCHAR",
+    "http_x_forwarded_for": "VARCHAR",
+}
+# The error objects' lines; the arrival time becomes a UTC TIMESTAMP.
+ERROR_COLUMNS: dict[str, str] = {
+    "errorCode": "VARCHAR",
+    "errorMessage": "VARCHAR",
+    "rawData": "VARCHAR",
+    "shardId": "VARCHAR",
+    "sequenceNumber": "VARCHAR",
+    "partitionKey": "VARCHAR",
+    "approximateArrivalTimestamp": "TIMESTAMP",
+}
+
+
+class Failure(Exception):
+    """An error to report as one line, without a traceback."""
+
+
+# --- time ranges and hour prefixes: pure --------------------------------------------
+
+_DURATION = re.compile(r"([0-9]+)\s*([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `1h`, `2d`, `1h30m` -> a positive timedelta."""
+    compact = text.strip().lower()
+    parts = _DURATION.findall(compact)
+    if not parts or _DURATION.sub("", compact).strip():
+        raise ValueError(f"not a duration: {text!r} (examples: 15m, 1h, 2d, 1h30m)")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"not a duration above zero: {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO 8601 (`2026-11-26T17:00`, `2026-11-26 17:00:00Z`, `2026-11-26`, with an offset
+    or without: then UTC) -> an aware datetime in UTC."""
+    cleaned = text.strip()
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    try:
+        value = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(f"not a date and time: {text!r} (example: 2026-11-26T17:00Z)") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def time_range(
+    since: str | None, start: str | None, end: str | None, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """[start, end) in UTC: `--from/--to`, or `--since` back from now; default the last hour."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    end_at = parse_instant(end) if end else now
+    start_at = parse_instant(start) if start else end_at - parse_duration(since or "1h")
+    if start_at >= end_at:
+        raise ValueError(
+            f"empty range: --from {start_at:%Y-%m-%dT%H:%M:%SZ} is not before --to {end_at:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    return start_at, end_at
+
+
+MAX_HOURS = 24 * 366
+
+
+def hour_prefixes(start: datetime, end: datetime) -> list[str]:
+    """The `YYYY/MM/DD/HH` prefixes of every UTC hour that overlaps [start, end)."""
+    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    prefixes = []
+    while hour < end:
+        prefixes.append(hour.strftime("%Y/%m/%d/%H"))
+        hour += timedelta(hours=1)
+    if len(prefixes) > MAX_HOURS:
+        raise ValueError(f"the range spans {len(prefixes)} hours; at most {MAX_HOURS} (a year)")
+    return prefixes
+
+
+# --- reading the bucket --------------------------------------------------------------
+
+
+class Missing(Exception):
+    """An object vanished between listing and reading it (a compaction ran meanwhile)."""
+
+
+class Bucket:
+    """The bucket through boto3: list a prefix, get an object's bytes."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise Missing(key) from None
+
+
+def plain(body: bytes) -> bytes:
+    """An object's JSON Lines, gunzipped when it is gzip (by its bytes, not its name)."""
+    if body[:2] == GZIP_MAGIC:
+        body = gzip.decompress(body)
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
+    return body
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+# A gzip member holding one newline: after each gzip object, so the last line of one
+# object never runs into the first of the next (concatenated members are one stream).
+GZIP_NEWLINE = gzip.compress(b"\n", mtime=0)
+
+
+@dataclass
+class Sink:
+    """Where fetched lines go: plain objects to one file, gzip objects (still compressed,
+    DuckDB inflates them faster than Python) to another."""
+
+    plain: BinaryIO
+    gzip: BinaryIO
+
+    def write(self, body: bytes) -> int:
+        if body[:2] == GZIP_MAGIC:
+            self.gzip.write(body)
+            self.gzip.write(GZIP_NEWLINE)
+        else:
+            self.plain.write(body)
+            if body and not body.endswith(b"\n"):
+                self.plain.write(b"\n")
+        return len(body)
+
+
+def objects_to_read(keys: Iterable[str], manifest: dict[str, Any] | None) -> list[str]:
+    """Which listed keys of one hour hold its lines, given its compaction manifest (if any).
+
+    The manifest's object replaces its sources; other compacted objects are leftovers of an
+    earlier or unfinished run and are skipped; everything else arrived after the compaction.
+    """
+    replaced = set(manifest["sources"]) if manifest else set()
+    wanted = [manifest["object"]] if manifest else []
+    for key in sorted(keys):
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith(("_", ".")) or COMPACTED_MARK in name or key in replaced:
+            continue
+        wanted.append(key)
+    return wanted
+
+
+def read_manifest(bucket: Bucket, prefix: str, keys: Sequence[str]) -> dict[str, Any] | None:
+    key = prefix + MANIFEST_NAME
+    if key not in keys:
+        return None
+    try:
+        manifest = json.loads(bucket.get(key))
+    except Missing:
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("object"), str):
+        raise Failure(f"s3://{bucket.name}/{key} is not a compaction manifest")
+    return manifest
+
+
+@dataclass
+class Fetched:
+    """What a fetch read: counts for the user, and where the lines went."""
+
+    objects: int = 0
+    bytes: int = 0
+    prefixes: int = 0
+    seconds: float = 0.0
+    retried_hours: list[str] = field(default_factory=list)
+
+
+def fetch_prefixes(
+    bucket: Bucket, prefixes: Sequence[str], sink: Sink, workers: int = 16, attempts: int = 5
+) -> Fetched:
+    """Write the JSON Lines of every object under `prefixes` (each `.../HH/`) to `sink`.
+
+    Lists the hours in parallel, then gets their objects in parallel. An hour is written
+    only once all of its objects were read; if one vanished meanwhile (a compaction
+    deleted it after writing its replacement), that hour is listed and read again.
+    """
+    started = time.perf_counter()
+    fetched = Fetched(prefixes=len(prefixes))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = list(prefixes)
+        for attempt in range(attempts):
+            listings = list(pool.map(bucket.list, pending))
+            manifests = list(pool.map(lambda p, k: read_manifest(bucket, p, k), pending, listings))
+            plans = {p: objects_to_read(k, m) for p, k, m in zip(pending, listings, manifests, strict=True)}
+            futures = {p: [pool.submit(bucket.get, key) for key in keys] for p, keys in plans.items()}
+            again = []
+            for prefix, hour in futures.items():
+                try:
+                    bodies = [future.result() for future in hour]
+                except Missing:
+                    again.append(prefix)
+                    continue
+                for body in bodies:
+                    fetched.bytes += sink.write(body)
+                fetched.objects += len(bodies)
+            fetched.retried_hours.extend(again)
+            pending = again
+            if not pending:
+                break
+            time.sleep(0.05 * (attempt + 1))
+        if pending:
+            raise Failure(f"objects kept vanishing while reading hours {', '.join(pending)}; try again")
+    fetched.seconds = time.perf_counter() - started
+    return fetched
+
+
+# --- DuckDB --------------------------------------------------------------------------
+
+
+def connect() -> Any:
+    """An in-memory DuckDB that never downloads, installs or auto-loads an extension."""
+    import duckdb
+
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        },
+    )
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _columns_sql(columns: dict[str, str]) -> str:
+    return ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
+
+
+def _struct_sql(columns: dict[str, str], overrides: dict[str, str]) -> str:
+    items = ", ".join(f"'{name}': '{overrides.get(name, kind)}'" for name, kind in columns.items())
+    return "{" + items + "}"
+
+
+def load_tables(con: Any, logs_files: list[str], errors_files: list[str], start: datetime, end: datetime) -> None:
+    """Create the typed tables `logs` and `errors` from the fetched lines of [start, end),
+    then shut DuckDB off from files and settings: the user's SQL sees only the tables."""
+    begin, finish = start.replace(tzinfo=None), end.replace(tzinfo=None)
+    con.execute(f"CREATE TABLE logs ({_columns_sql(LOG_COLUMNS)})")
+    con.execute(f"CREATE TABLE errors ({_columns_sql(ERROR_COLUMNS)})")
+    if logs_files:
+        con.execute(
+            # the SQL is built from this file's constants only; values are parameters
+            f"""INSERT INTO logs SELECT * FROM read_json(?, format = 'newline_delimited',
+                columns = {_struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')
+                WHERE "timestamp" >= ? AND "timestamp" < ?""",  # noqa: S608
+            [logs_files, begin, finish],
+        )
+    if errors_files:
+        names = ", ".join(f'"{n}"' for n in ERROR_COLUMNS if n != "approximateArrivalTimestamp")
+        con.execute(
+            f"""INSERT INTO errors SELECT {names},
+                    to_timestamp("approximateArrivalTimestamp")::TIMESTAMP AS "approximateArrivalTimestamp"
+                FROM read_json(?, format = 'newline_delimited',
+                    columns = {_struct_sql(ERROR_COLUMNS, {"approximateArrivalTimestamp": "DOUBLE"})})
+                WHERE to_timestamp("approximateArrivalTimestamp")::TIMESTAMP >= ?
+                  AND to_timestamp("approximateArrivalTimestamp")::TIMESTAMP < ?""",  # noqa: S608
+            [errors_files, begin, finish],
+        )
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def run_sql(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows of the last statement in `sql`."""
+    import duckdb
+
+    try:
+        cursor = con.execute(sql)
+        if cursor is None:  # only comments or whitespace
+            raise Failure("SQL: no statement to run")
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        rows = cursor.fetchall() if columns else []
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Failure(f"SQL: {first}") from None
+    return columns, rows
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, float):
+        return str(round(value, 4))
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def table_text(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int = 60) -> str:
+    """A plain terminal table: numbers right-aligned, long cells cut to `width`."""
+    cells = [[_text(v) for v in row] for row in rows]
+    cells = [[c if len(c) <= width else c[: width - 1] + "…" for c in row] for row in cells]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], (int, float, Decimal)) or row[i] is None for row in rows)
+        for i in range(len(columns))
+    ]
+    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return " | ".join(parts).rstrip()
+
+    out = [line(list(columns)), "-+-".join("-" * w for w in widths)]
+    out.extend(line(row) for row in cells)
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out) + "\n"
+
+
+def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO) -> None:
+    if not columns:  # a statement without a result, such as CREATE TABLE
+        return
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    elif fmt == "json":
+        for row in rows:
+            out.write(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value, ensure_ascii=False) + "\n")
+    else:
+        out.write(table_text(columns, rows))
+
+
+# --- the summary ---------------------------------------------------------------------
+
+SUMMARY: list[tuple[str, str]] = [
+    (
+        "Requests per minute",
+        """SELECT strftime(date_trunc('minute', "timestamp"), '%Y-%m-%d %H:%M') AS minute, count(*) AS requests,
+                  count(*) FILTER (WHERE status >= 500) AS "5xx",
+                  repeat('#', CAST(ceil(40.0 * count(*) / max(count(*)) OVER ()) AS INTEGER)) AS bar
+           FROM logs GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "Status classes",
+        """SELECT (status // 100)::VARCHAR || 'xx' AS class, count(*) AS requests,
+                  round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS percent
+           FROM logs GROUP BY 1 ORDER BY 1""",
+    ),
+    (
+        "Top paths",
+        """SELECT coalesce(split_part(request_uri, '?', 1), '(no request line)') AS path, count(*) AS requests,
+                  count(*) FILTER (WHERE status >= 400) AS errors
+           FROM logs GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10""",
+    ),
+    (
+        "Top user agents",
+        """SELECT coalesce(http_user_agent, '-') AS user_agent, count(*) AS requests
+           FROM logs GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5""",
+    ),
+    (
+        "Unparsed lines (errors table)",
+        """SELECT "errorCode" AS error, count(*) AS lines FROM errors GROUP BY 1 ORDER BY 2 DESC, 1""",
+    ),
+]
+
+
+def summary(con: Any, out: TextIO, start: datetime, end: datetime) -> None:
+    """What a user wants to see first: volume over time, outcomes, what was asked, by whom."""
+    (requests,), (errors,) = (
+        con.execute("SELECT count(*) FROM logs").fetchall()[0],
+        con.execute("SELECT count(*) FROM errors").fetchall()[0],
+    )
+    out.write(
+        f"{requests} requests, {errors} unparsed line(s), {start:%Y-%m-%d %H:%M:%S} to {end:%Y-%m-%d %H:%M:%S} UTC\n"
+    )
+    if not requests and not errors:
+        out.write("Nothing in this range. Send some traffic (./start.sh traffic), or widen it (--since 24h).\n")
+        return
+    for title, sql in SUMMARY:
+        columns, rows = run_sql(con, sql)
+        if not rows:
+            continue
+        out.write(f"\n{title}\n")
+        out.write(table_text(columns, rows))
+
+
+# --- command line --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logs_query.py",
+        description="SQL over the access-log records of a time range (tables: logs, errors). "
+        "Without SQL: a summary of the range.",
+    )
+    parser.add_argument("sql", nargs="?", help="a query over the tables logs and errors (default: a summary)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--since", help="the range ends now and lasts this long: 15m, 1h (default), 2d")
+    when.add_argument("--from", dest="start", help="range start, ISO 8601, UTC unless an offset is given")
+    parser.add_argument("--to", dest="end", help="range end (exclusive), ISO 8601 (default: now)")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
+    add_target_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="no note on stderr about what was read")
+    return parser
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the bucket is: the flags this tool shares with compact_hours.py."""
+    env = os.environ.get
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--endpoint-url",
+        default=env("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
+        help="emulator endpoint (default: $AWS_ENDPOINT_URL, else %(default)s)",
+    )
+    target.add_argument("--aws", action="store_true", help="real AWS: no endpoint, your credential chain")
+    parser.add_argument(
+        "--region",
+        default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
+        help="default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1",
+    )
+    parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
+    parser.add_argument("--workers", type=_workers, default=16, help="parallel S3 requests (default %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 128:
+        raise argparse.ArgumentTypeError("must be 1 to 128")
+    return value
+
+
+def s3_client(endpoint: str | None, region: str, workers: int) -> Any:
+    """An S3 client for the emulator (dummy credentials if none are set) or for AWS."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(region_name=region)
+    credentials = {}
+    if endpoint and session.get_credentials() is None:
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    config = Config(
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"max_attempts": 3, "mode": "standard"},
+        max_pool_connections=workers,
+    )
+    return session.client("s3", endpoint_url=endpoint, config=config, **credentials)
+
+
+def _fetch_to_files(bucket: Bucket, prefixes: list[str], stem: Path, workers: int) -> list[Any]:
+    """Fetch into `stem`.jsonl and `stem`.jsonl.gz: the non-empty files, then the counts."""
+    plain_file, gzip_file = stem.with_suffix(".jsonl"), stem.with_suffix(".jsonl.gz")
+    with plain_file.open("wb") as plain_sink, gzip_file.open("wb") as gzip_sink:
+        fetched = fetch_prefixes(bucket, prefixes, Sink(plain_sink, gzip_sink), workers)
+    files: list[Any] = [str(f) for f in (plain_file, gzip_file) if f.stat().st_size]
+    return [*files, fetched]
+
+
+def query(
+    bucket: Bucket, start: datetime, end: datetime, sql: str | None, fmt: str, out: TextIO, workers: int = 16
+) -> Fetched:
+    """Fetch the range's objects, load them, answer `sql` (or print the summary)."""
+    bucket.client.head_bucket(Bucket=bucket.name)  # one clear error before many requests
+    hours = hour_prefixes(start, end)
+    with tempfile.TemporaryDirectory(prefix="logs_query_") as tmp:
+        logs_files = _fetch_to_files(bucket, [h + "/" for h in hours], Path(tmp) / "logs", workers)
+        fetched = logs_files.pop()
+        errors_files = _fetch_to_files(bucket, [ERROR_PREFIX + h + "/" for h in hours], Path(tmp) / "errors", workers)
+        errors = errors_files.pop()
+        con = connect()
+        try:
+            load_tables(con, logs_files, errors_files, start, end)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("duckdb", "_duckdb")):
+                first = str(exc).strip().splitlines()[0]
+                raise Failure(f"the objects in s3://{bucket.name} could not be read as records: {first}") from None
+            raise
+    fetched.objects += errors.objects
+    fetched.bytes += errors.bytes
+    fetched.prefixes += errors.prefixes
+    fetched.seconds += errors.seconds
+    if sql is None:
+        summary(con, out, start, end)
+    else:
+        columns, rows = run_sql(con, sql)
+        write_result(columns, rows, fmt, out)
+    return fetched
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = out or sys.stdout
+    if args.end and args.since:
+        parser.error("--to goes with --from, not with --since")
+    try:
+        start, end = time_range(args.since, args.start, args.end)
+        hour_prefixes(start, end)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.sql is not None and not args.sql.strip():
+        parser.error("the SQL is empty")
+    try:
+        bucket = Bucket(s3_client(None if args.aws else args.endpoint_url, args.region, args.workers), args.bucket)
+        began = time.perf_counter()
+        fetched = query(bucket, start, end, args.sql, args.format, out, args.workers)
+        if not args.quiet:
+            print(
+                f"logs_query: read {fetched.objects} object(s), {fetched.bytes / 1e6:.1f} MB, "
+                f"from s3://{args.bucket} in {time.perf_counter() - began:.2f} s",
+                file=sys.stderr,
+            )
+        return 0
+    except KeyboardInterrupt:
+        print("logs_query: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"logs_query: error: {describe(exc, args.bucket)}", file=sys.stderr)
+        return 1
+
+
+def describe(exc: BaseException, bucket: str) -> str:
+    """One line for any failure, with what to do where we know it."""
+    if isinstance(exc, Failure):
+        return str(exc)
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return "no AWS credentials found: configure them (aws configure, AWS_PROFILE) or use an emulator"
+    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
+        return f"cannot reach S3: {exc} (is the stack running? ./start.sh)"
+    if name == "ModuleNotFoundError":
+        return f"{exc}: install the pinned packages (pip install -r query/requirements.txt)"
+    error = getattr(exc, "response", {}).get("Error", {})
+    if error.get("Code") in ("NoSuchBucket", "404", "NotFound"):
+        return f"no bucket {bucket}: provision first (./start.sh, or init/init_resource.py), or pass --bucket"
+    if error.get("Code"):
+        return f"{error['Code']}: {error.get('Message') or exc}"
+    return f"{name}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
