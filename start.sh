@@ -9,6 +9,11 @@
 #   ./start.sh ls [PREFIX]          list the bucket's objects
 #   ./start.sh cat KEY [--pretty]   print an object's records, one per line
 #   ./start.sh logs [--since 10m] [--follow]   the Lambda function's log lines
+#   ./start.sh traffic [--rate R] [--duration S]   realistic requests through nginx
+#   ./start.sh query [--since 1h | --from T --to T] [--format table|csv|json] [SQL]
+#                                   SQL over the logs (tables logs, errors);
+#                                   without SQL, a summary of the last hour
+#   ./start.sh compact [--since 24h]   merge each closed hour's objects into one
 #   ./start.sh --help
 #
 # Needs Docker with Compose v2, nothing else. Settings: .env (see .env.example).
@@ -24,7 +29,7 @@ PROVISION_LOG=/tmp/pipeline/provision.log
 SERVICES=(localstack fluentd web) # in the order they start
 
 usage() {
-  sed -n '2,15s/^# \{0,1\}//p' "$script"
+  sed -n '2,/^# Needs Docker/s/^# \{0,1\}//p' "$script"
 }
 
 die() {
@@ -381,6 +386,24 @@ in_localstack() {
   docker compose exec ${flags[@]+"${flags[@]}"} localstack python3 "$@"
 }
 
+# One of the query tools (query/) in its own image on the compose network; arguments are
+# passed on as they are, never evaluated.
+QUERY_IMAGE=centralized-logging-pipeline/query:duckdb-2.0.1
+tool() {
+  local script=$1 needs=$2 health flags=()
+  shift 2
+  check_docker
+  refresh_states
+  read -r _ _ _ health <<<"$(container_state "$needs")"
+  [[ "$health" == healthy ]] || die "the stack is not running ($needs: ${health:-not started}): start it with ./start.sh"
+  if ! docker image inspect "$QUERY_IMAGE" >/dev/null 2>&1; then
+    echo "First use: building the query tools' image (a minute or so)..." >&2
+  fi
+  docker compose --profile tools build --quiet query
+  [[ -t 0 && -t 1 ]] || flags=(-T) # no terminal: plain output, e.g. --format csv > file
+  exec docker compose --profile tools run --rm --no-deps ${flags[@]+"${flags[@]}"} query python3 "/opt/query/$script" "$@"
+}
+
 main() {
   case "${1:-}" in
     "") up ;;
@@ -389,6 +412,9 @@ main() {
     provision) [[ $# -eq 1 ]] || usage_error "provision takes no options"; provision ;;
     status) [[ $# -eq 1 ]] || usage_error "status takes no options"; in_localstack /opt/pipeline/init/init_resource.py --status ;;
     ls | cat | logs) in_localstack /opt/pipeline/init/pipeline_cli.py "$@" ;;
+    traffic) shift; tool traffic.py web --url http://web:80 "$@" ;;
+    query) shift; tool logs_query.py localstack "$@" ;;
+    compact) shift; tool compact_hours.py localstack "$@" ;;
     -h | --help | help) usage ;;
     *) usage_error "unknown command or option: $1" ;;
   esac

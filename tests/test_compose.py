@@ -26,7 +26,10 @@ def test_validates_against_the_compose_specification():
 def test_no_version_key_and_the_three_services():
     document = compose()
     assert "version" not in document
-    assert set(document["services"]) == {"web", "fluentd", "localstack"}
+    assert set(document["services"]) == {"web", "fluentd", "localstack", "query"}
+    # the query tools run on demand only (./start.sh query/traffic/compact)
+    assert document["services"]["query"]["profiles"] == ["tools"]
+    assert "ports" not in document["services"]["query"]
 
 
 def test_every_image_is_pinned():

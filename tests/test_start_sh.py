@@ -506,7 +506,7 @@ def test_landing_page_and_closing_message_name_only_commands_that_exist(start):
     page = (ROOT / "nginx" / "html" / "index.html").read_text()
     result = start(scenario=healthy_stack())
     named = set(re.findall(r"\./start\.sh (\w+)", page + result.stdout))
-    assert named and named <= {"up", "down", "provision", "status", "ls", "cat", "logs"}
+    assert named and named <= {"up", "down", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact"}
     assert "awslocal" not in page + result.stdout and "init_resource.py" not in page + result.stdout
 
 
@@ -529,3 +529,62 @@ def test_tests_pass_while_another_localstack_holds_4566(start):
     finally:
         listener.close()
     assert result.code == 0, result.stderr
+
+
+# --- the query tools (query/), run in their own image on the compose network ------------
+
+
+@pytest.fixture
+def tools_on_moto(aws, start):
+    """A running stack whose LocalStack is moto, for ./start.sh query/traffic/compact."""
+
+    def _run(*args: str, web_url: str = "", health: str = "healthy") -> Run:
+        state = {**HEALTHY, "health": health}
+        scenario = {
+            **healthy_stack(),
+            "exec_endpoint": aws,
+            "web_url": web_url,
+            "query_env": {k: str(v) for k, v in compose()["services"]["query"]["environment"].items()},
+            "services": {name: timeline((0, state)) for name in ("localstack", "fluentd", "web")},
+        }
+        return start(*args, scenario=scenario)
+
+    return _run
+
+
+def test_query_answers_sql_over_what_the_handler_wrote(tools_on_moto, handler_module, s3_client, tmp_path):
+    from datetime import UTC, datetime
+
+    from support.events import KinesisRecord, fluentd_message, kinesis_event, sequence_numbers
+
+    # given two requests of this hour in the bucket, written by the real handler
+    now = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    lines = [
+        f'127.0.0.1 - - [{now}] "GET /a HTTP/1.1" 200 612 "-" "curl/8.5.0" "-"',
+        f'127.0.0.1 - - [{now}] "GET /b HTTP/1.1" 404 153 "-" "curl/8.5.0" "-"',
+    ]
+    records = [KinesisRecord(fluentd_message(line), seq) for line, seq in zip(lines, sequence_numbers(2), strict=True)]
+    handler_module.handler(kinesis_event(records), None)
+    # when the user asks a question, with SQL that a shell would expand if it were evaluated
+    marker = tmp_path / "pwned"
+    sql = f"SELECT status, count(*) AS n FROM logs GROUP BY status ORDER BY status -- $(touch {marker})"  # noqa: S608
+    result = tools_on_moto("query", "--format", "csv", sql)
+    # then the answer comes from the query image's tool, and the SQL stayed data
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == ["status,n", "200,1", "404,1"]
+    assert ["compose", "--profile", "tools", "build", "--quiet", "query"] in result.calls
+    assert not marker.exists()
+
+
+def test_traffic_goes_through_nginx(tools_on_moto, nginx):
+    result = tools_on_moto("traffic", "--rate", "20", "--duration", "1", web_url=nginx.url)
+    assert result.code == 0, result.stderr
+    assert "traffic: sent 20 requests" in result.stdout + result.stderr
+    assert len(nginx.log_lines()) >= 19  # the malformed ones nginx may answer without a line
+
+
+@pytest.mark.parametrize("command", ["query", "traffic", "compact"])
+def test_tools_need_the_running_stack(tools_on_moto, command):
+    result = tools_on_moto(command, health="starting")
+    assert result.code == 1 and result.stderr.count("\n") == 1
+    assert "the stack is not running" in result.stderr and "start it with ./start.sh" in result.stderr

@@ -2,7 +2,7 @@
 
 It stands in for Docker where start.sh meets it: `docker info`, `compose version`,
 `compose up --detach --build`, `compose ps`, `inspect`, `image inspect`, `compose logs`,
-`compose exec`, `compose stop` and `compose down`. It plays Compose's real behaviours,
+`compose exec`, `compose run` (the query tools), `compose stop` and `compose down`. It plays Compose's real behaviours,
 as docker/compose and moby document them (shared/facts, "Docker Compose v2"):
 `up --detach` blocks until each `service_healthy` dependency is healthy and then fails
 with "dependency failed to start"; a container that exited keeps its last health status;
@@ -20,7 +20,8 @@ A scenario (JSON) describes the machine:
    "after_provision": {"localstack": [[0, {...}]]},       # timelines once a re-run succeeds
    "provision": {"exit": 0, "output": "..."},             # `exec ... 10-provision.sh`
    "logs": {"localstack": "..."}, "provision_log": "...", "init_ready": "{...}",
-   "exec_endpoint": "http://127.0.0.1:PORT"}              # run init/ tools against it
+   "exec_endpoint": "http://127.0.0.1:PORT",              # run init/, query/ tools against it
+   "web_url": "http://127.0.0.1:PORT"}                    # nginx, for traffic
 A timeline is [[from_second, state], ...]; before its first entry the container does not
 exist. Unknown calls exit 0 and are recorded, like every call, in the calls file.
 """
@@ -140,7 +141,10 @@ def respond(machine: Machine, args: list[str]) -> int:
         return code
     if args[:1] != ["compose"]:
         return 0
-    command, rest = args[1], args[2:]
+    args = args[1:]
+    while args[:1] == ["--profile"]:  # global options before the command
+        args = args[2:]
+    command, rest = args[0], args[1:]
     if command == "version":
         return 0 if scenario.get("compose", True) else 1
     if command == "ps":
@@ -163,7 +167,25 @@ def respond(machine: Machine, args: list[str]) -> int:
         return 0
     if command == "exec":
         return exec_in(machine, [a for a in rest if a not in ("-T", "--interactive")])
+    if command == "run":
+        return run_tool(machine, [a for a in rest if a not in ("--rm", "--no-deps", "-T")])
     return 0
+
+
+def run_tool(machine: Machine, args: list[str]) -> int:
+    """`compose run query python3 /opt/query/<tool> ...`: the query image's tools, run with
+    the environment compose gives that service, against the test's emulator and nginx."""
+    import subprocess
+
+    service, command = args[0], args[1:]
+    scenario = machine.scenario
+    if service != "query" or command[:1] != ["python3"] or not command[1].startswith("/opt/query/"):
+        print(f"fake docker: no such tool: {args}", file=sys.stderr)
+        return 127
+    script = os.path.join(ROOT, "query", command[1].removeprefix("/opt/query/"))
+    rest = [scenario.get("web_url", a) if a == "http://web:80" else a for a in command[2:]]
+    env = {**os.environ, **scenario.get("query_env", {}), "AWS_ENDPOINT_URL": scenario.get("exec_endpoint", "")}
+    return subprocess.run([sys.executable, script, *rest], env=env, check=False).returncode
 
 
 def exec_in(machine: Machine, args: list[str]) -> int:
