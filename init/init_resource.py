@@ -737,6 +737,23 @@ def status(aws: Aws, settings: Settings) -> bool:
 # --- command line --------------------------------------------------------------------
 
 
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--endpoint-url | --aws, and --region: where the pipeline is (pipeline_cli.py too)."""
+    env = os.environ.get
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--endpoint-url",
+        default=env("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
+        help="emulator endpoint (default: $AWS_ENDPOINT_URL, else %(default)s)",
+    )
+    target.add_argument("--aws", action="store_true", help="real AWS: no endpoint, your credential chain")
+    parser.add_argument(
+        "--region",
+        default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
+        help="default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(
@@ -747,19 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--status", action="store_true", help="show each resource's state and hints")
     action.add_argument("--teardown", action="store_true", help="delete mapping, function, role, bucket, stream")
     parser.add_argument("--force", action="store_true", help="with --teardown: delete a bucket that holds objects")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--endpoint-url",
-        default=env("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
-        help="emulator endpoint (default: $AWS_ENDPOINT_URL, else %(default)s)",
-    )
-    target.add_argument("--aws", action="store_true", help="real AWS: no endpoint, your credential chain")
+    add_target_arguments(parser)
     parser.add_argument("--yes", action="store_true", help="with --aws: do not ask for confirmation")
-    parser.add_argument(
-        "--region",
-        default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
-        help="default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1",
-    )
     parser.add_argument("--stream", default=env("KINESIS_STREAM") or "nginx-accesslog-stream", help="$KINESIS_STREAM")
     parser.add_argument("--shards", type=_positive(int), default=env("KINESIS_SHARDS") or 1, help="$KINESIS_SHARDS")
     parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")

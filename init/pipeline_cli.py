@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-DEFAULT_ENDPOINT = "http://localhost:4566"
+import init_resource  # beside this file: the same flags, endpoint and error wording
+
 DURATION = re.compile(r"^(\d+)([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -140,16 +141,7 @@ def print_logs(logs: Any, function: str, since: int, follow: bool) -> int:
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="pipeline_cli.py", description="Look at what the pipeline delivered.")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--endpoint-url",
-        default=env("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
-        help="emulator endpoint (default: $AWS_ENDPOINT_URL, else %(default)s)",
-    )
-    target.add_argument("--aws", action="store_true", help="real AWS: your credential chain")
-    parser.add_argument(
-        "--region", default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1", help="$AWS_REGION"
-    )
+    init_resource.add_target_arguments(parser)
     parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
     parser.add_argument(
         "--function", default=env("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="$LAMBDA_FUNCTION_NAME"
@@ -185,19 +177,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def describe(exc: BaseException) -> str:
+    """One line for any failure: init_resource.py's wording, and the bucket's absence."""
     if isinstance(exc, Failure):
         return str(exc)
-    name = type(exc).__name__
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"):
-        return f"cannot reach the endpoint: {exc} (is the stack running? ./start.sh)"
-    if name == "NoCredentialsError":
-        return "no AWS credentials found: configure them (aws configure, AWS_PROFILE)"
-    error = getattr(exc, "response", {}).get("Error", {})
-    if error.get("Code") == "NoSuchBucket":
+    if init_resource.error_code(exc) == "NoSuchBucket":
         return "the bucket does not exist: is the pipeline provisioned? (status shows what is missing)"
-    if error.get("Code"):
-        return f"{error['Code']}: {error.get('Message', '')}"
-    return f"{name}: {exc}"
+    return init_resource.describe(exc)
 
 
 if __name__ == "__main__":
