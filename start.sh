@@ -150,10 +150,11 @@ check_localstack_image() {
   fi
 }
 
+FLUENTD_IMAGE=centralized-logging-pipeline/fluentd:v1.19.3-kinesis-3.6.1
 first_start_note() {
   local image
   image=$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)
-  if ! docker image inspect "$image" >/dev/null 2>&1; then
+  if ! docker image inspect "$image" >/dev/null 2>&1 || ! docker image inspect "$FLUENTD_IMAGE" >/dev/null 2>&1; then
     echo "First start: Docker pulls the images and builds fluentd's, then LocalStack downloads"
     echo "kinesis-mock and the Lambda image. This takes several minutes; later starts take seconds."
   fi

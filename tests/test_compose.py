@@ -185,3 +185,11 @@ def test_scripts_keep_lf_line_endings_on_every_checkout(path):
     # a CRLF shebang ("/bin/bash\r") breaks the hook and start.sh on Windows/WSL checkouts
     result = subprocess.run(["git", "check-attr", "eol", "--", path], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip().endswith("eol: lf"), result.stdout
+
+
+def test_start_sh_knows_the_images_compose_builds():
+    # start.sh checks for these to say that a first start takes minutes
+    services = compose()["services"]
+    start = (ROOT / "start.sh").read_text()
+    assert f"FLUENTD_IMAGE={services['fluentd']['image']}\n" in start
+    assert f"QUERY_IMAGE={services['query']['image']}\n" in start
