@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 
 import boto3
-from support.localstack_host import HOOK, LocalStack
+import pytest
+from support.localstack_host import HOOK, LocalStack, group_alive
+
+pytestmark = pytest.mark.localstack
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTHCHECK = ROOT / "init" / "localstack_ready.py"
@@ -77,6 +80,8 @@ def test_healthcheck_follows_the_hook_from_before_start_to_success(localstack_in
     finally:
         release.touch()
         localstack.stop()
+    # and stopping it ended every process it started (hooks, kinesis-mock, functions)
+    assert not group_alive(localstack.process.pid)
 
 
 def test_healthcheck_after_a_failing_hook(failing_localstack):

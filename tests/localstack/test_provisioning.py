@@ -10,6 +10,8 @@ import boto3
 import init_resource
 import pytest
 
+pytestmark = pytest.mark.localstack
+
 
 def run(endpoint: str, *args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
@@ -19,12 +21,12 @@ def run(endpoint: str, *args: str) -> tuple[int, str, str]:
 
 
 def outcomes(stdout: str) -> dict[str, str]:
-    """`kind  name: outcome` lines -> {kind: outcome}."""
+    """`kind  name: outcome (details)` lines -> {kind: outcome}."""
     found = {}
     for line in stdout.splitlines():
         kind, _, rest = line.partition(" ")
-        if ": " in rest:
-            found[kind] = rest.split(": ", 1)[1]
+        if kind in ("stream", "bucket", "role", "function", "mapping") and ": " in rest:
+            found[kind] = rest.split(": ", 1)[1].split(" ")[0]
     return found
 
 

@@ -108,7 +108,8 @@ def start_pipeline(localstack, pipeline_names, nginx, tmp_path):
         provision(localstack.endpoint, *pipeline_names.args(), *provision_args)
         clients = {"endpoint_url": localstack.endpoint, "region_name": "us-east-1"}
         kinesis, s3, lam = (boto3.client(n, **clients) for n in ("kinesis", "s3", "lambda"))
-        shipper = Shipper(kinesis, pipeline_names.stream, nginx.access_log, tmp_path / "nginx-access.pos", flush_interval)
+        position = tmp_path / "nginx-access.pos"
+        shipper = Shipper(kinesis, pipeline_names.stream, nginx.access_log, position, flush_interval)
         pipeline = Pipeline(localstack, pipeline_names, nginx, shipper.start(), s3, kinesis, lam, [shipper])
         started.append(pipeline)
         return pipeline

@@ -14,8 +14,11 @@ import threading
 import time
 
 import init_resource
+import pytest
 from support.net import wait_until
 from support.nginx import raw_request
+
+pytestmark = pytest.mark.localstack
 
 
 def get(port: int, path: str, headers: str = "") -> None:

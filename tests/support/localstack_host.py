@@ -269,7 +269,7 @@ class LocalStack:
 
     def _get_json(self, path: str) -> dict | None:
         try:
-            with urllib.request.urlopen(self.endpoint + path, timeout=5) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(self.endpoint + path, timeout=5) as response:
                 return json.loads(response.read())
         except (OSError, ValueError):
             return None
@@ -314,11 +314,10 @@ class LocalStack:
         pgid = process.pid  # start_new_session: the group's id is LocalStack's pid
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        if not wait_until(lambda: not group_alive(pgid), 5 if process.poll() is not None else 0, interval=0.1):
+        # what it started may outlive it for a moment; whatever is left then gets SIGKILL
+        if not wait_until(lambda: not group_alive(pgid), 3, interval=0.1):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
             process.wait(timeout=30)

@@ -86,7 +86,7 @@ class HostRuntimeExecutor(RuntimeExecutor):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             # Same process group as LocalStack: whoever stops LocalStack's group stops these.
-            self.process = subprocess.Popen(  # noqa: S603 - fixed interpreter and script
+            self.process = subprocess.Popen(
                 [python_for_functions(), "-u", str(RUNTIME_INIT)],
                 cwd=task_root,
                 env=environment,
@@ -102,9 +102,7 @@ class HostRuntimeExecutor(RuntimeExecutor):
         code = self.process.wait()
         future = self.executor_endpoint.startup_future
         if future is not None and not future.done():
-            future.set_exception(
-                StatusErrorException(f"runtime process exited with {code} before ready", payload=b"")
-            )
+            future.set_exception(StatusErrorException(f"runtime process exited with {code} before ready", payload=b""))
 
     def stop(self) -> None:
         process = self.process

@@ -46,7 +46,7 @@ def post(path: str, body: Any) -> None:
     request = urllib.request.Request(
         ENDPOINT + path, data=data, method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - LocalStack on loopback
+    with urllib.request.urlopen(request, timeout=30) as response:
         response.read()
 
 
@@ -186,7 +186,7 @@ def main() -> int:
         def log_message(self, *args: Any) -> None:
             pass
 
-    sys.path.insert(0, os.getcwd())
+    sys.path.insert(0, str(Path.cwd()))
     try:
         install_put_object_faults()
         module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
