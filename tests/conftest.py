@@ -92,7 +92,7 @@ def localstack_interpreters():
     try:
         return install()
     except Missing as exc:
-        unavailable(f"real LocalStack tests need {exc}")
+        unavailable(f"real LocalStack 4.14.0 cannot run here: {exc}")
 
 
 @pytest.fixture(scope="session")

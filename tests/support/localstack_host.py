@@ -73,7 +73,7 @@ def find_python(version: str) -> str:
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK) and _reports(candidate, version):
             return candidate
-    raise Missing(f"Python {version} not found (PATH python{version}, {pyenv_root}/versions/{version}.*)")
+    raise Missing(f"Python {version} not found (python{version} on PATH, {pyenv_root}/versions/{version}.*)")
 
 
 def _reports(python: str, version: str) -> bool:
@@ -128,7 +128,7 @@ class Interpreters:
 def install() -> Interpreters:
     """Both venvs, built on first use (about 1.5 min), then taken from the cache."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise Missing("Node.js and npm not found (LocalStack installs kinesis-mock from the npm registry)")
+        raise Missing("Node.js/npm not found (LocalStack installs kinesis-mock with npm)")
     return Interpreters(
         _venv(find_python("3.13"), LOCALSTACK_REQUIREMENTS, "localstack-4.14.0"),
         _venv(find_python("3.12"), FUNCTION_REQUIREMENTS, "lambda-python3.12"),
@@ -211,6 +211,11 @@ class LocalStack:
             "DISABLE_EVENTS": "1",
             "SKIP_SSL_CERT_DOWNLOAD": "1",
             "KINESIS_LATENCY": "0",
+            # npm (kinesis-mock) keeps its cache and logs in the repository's .cache, not ~/.npm
+            "npm_config_cache": str(CACHE / "npm"),
+            # everything here is on loopback: never through a proxy the machine may set
+            "NO_PROXY": ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("NO_PROXY")])),
+            "no_proxy": ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("no_proxy")])),
             # the stack's settings (docker-compose.yml passes these from .env)
             "KINESIS_STREAM": "nginx-accesslog-stream",
             "BUCKET_NAME": "nginx-accesslog",
