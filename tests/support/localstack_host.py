@@ -60,6 +60,18 @@ INHERIT_NOT = (
 )
 
 
+# Starts LocalStack as `python -m localstack.runtime.main` does; on Linux it first asks the
+# kernel to SIGTERM it when its parent dies, so a test run killed from outside (no fixture
+# teardown) does not leave it behind.
+LAUNCH = """
+import ctypes, runpy, signal, sys
+if sys.platform == "linux":
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+sys.argv = ["localstack.runtime.main"]
+runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
+"""
+
+
 class Missing(Exception):
     """Something this machine lacks to run LocalStack; the message is one line."""
 
@@ -80,7 +92,7 @@ def _reports(python: str, version: str) -> bool:
     """True when `python` runs and is `version` (a pyenv shim for another version is not)."""
     try:
         result = subprocess.run(
-            [python, "-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"],
+            [python, "-c", "import sys, venv, ensurepip; print('%d.%d' % sys.version_info[:2])"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -246,7 +258,7 @@ class LocalStack:
         root = self._prepare_filesystem()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(self.interpreters.localstack), "-m", "localstack.runtime.main"],
+                [str(self.interpreters.localstack), "-c", LAUNCH],
                 cwd=self.workdir,
                 env=self._env(root),
                 stdin=subprocess.DEVNULL,
