@@ -141,9 +141,10 @@ def install() -> Interpreters:
     """Both venvs, built on first use (about 1.5 min), then taken from the cache."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise Missing("Node.js/npm not found (LocalStack installs kinesis-mock with npm)")
+    python313, python312 = find_python("3.13"), find_python("3.12")  # both found before any install
     return Interpreters(
-        _venv(find_python("3.13"), LOCALSTACK_REQUIREMENTS, "localstack-4.14.0"),
-        _venv(find_python("3.12"), FUNCTION_REQUIREMENTS, "lambda-python3.12"),
+        _venv(python313, LOCALSTACK_REQUIREMENTS, "localstack-4.14.0"),
+        _venv(python312, FUNCTION_REQUIREMENTS, "lambda-python3.12"),
     )
 
 
