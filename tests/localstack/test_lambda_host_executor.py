@@ -91,8 +91,7 @@ def test_function_runs_on_python_3_12_with_boto3_and_localstacks_endpoint(locals
 def test_other_runtimes_end_failed_with_the_reason(lam, pipeline_names):
     # the executor does not reproduce other runtimes: such a function ends Failed, saying why
     config = create(lam, pipeline_names.function, "python3.11")
-    try:
-        assert config["State"] == "Failed"
-        assert "python3.12 only" in config["StateReason"]
-    finally:
-        lam.delete_function(FunctionName=pipeline_names.function)
+    assert config["State"] == "Failed"
+    assert "python3.12 only" in config["StateReason"]
+    # (not deleted: LocalStack 4.14.0 answers DeleteFunction on a Failed function with
+    # InternalError "Unable to find version manager"; the name is this test's own)
