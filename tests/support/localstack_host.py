@@ -226,6 +226,8 @@ class LocalStack:
             "KINESIS_LATENCY": "0",
             # npm (kinesis-mock) keeps its cache and logs in the repository's .cache, not ~/.npm
             "npm_config_cache": str(CACHE / "npm"),
+            # plux (LocalStack's plugin loader) caches entry points in $XDG_CACHE_HOME/plux
+            "XDG_CACHE_HOME": str(CACHE / "xdg"),
             # everything here is on loopback: never through a proxy the machine may set
             "NO_PROXY": ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("NO_PROXY")])),
             "no_proxy": ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get("no_proxy")])),
