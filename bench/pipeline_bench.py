@@ -3,13 +3,19 @@
     python3 bench/pipeline_bench.py                      # 200 req/s for 60 s
     python3 bench/pipeline_bench.py --rate 500 --seconds 30
     python3 bench/pipeline_bench.py --ceiling            # also find the highest clean rate
+    python3 bench/pipeline_bench.py --rig localstack     # one rig only (default: both)
 
-Parts: Debian's nginx running the project's config, moto server (its own process) as
-Kinesis/S3/IAM/Lambda, init/init_resource.py provisioning it, the handler loaded from its
-deployment package, and the test stand-ins for fluentd (1 s flush) and the event source
-mapping (the provisioned 1 s batching window). An open-loop async client sends R unique
-requests a second; a poller lists the bucket every 100 ms and notes when each request's
-line first appears in a listable object.
+Two rigs, run one after the other with the same load:
+- moto: Debian's nginx running the project's config, moto server (its own process) as
+  Kinesis/S3/IAM/Lambda, init/init_resource.py provisioning it, the handler loaded from
+  its deployment package, and the test stand-ins for fluentd (1 s flush) and the event
+  source mapping (the provisioned 1 s batching window).
+- localstack: the same nginx, provisioning and fluentd stand-in, with the real LocalStack
+  4.14.0 as a host process (tests/support/localstack_host.py): its Kinesis (kinesis-mock),
+  its event source mapping, the handler run by its Lambda (host executor), its S3. Needs
+  Python 3.13 and 3.12 and Node.js; the first run installs it into .cache/ (~1.5 min).
+An open-loop async client sends R unique requests a second; a poller lists the bucket
+every 100 ms and notes when each request's line first appears in a listable object.
 Targets at 200 req/s for 60 s: 0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s.
 """
 
@@ -42,12 +48,17 @@ for _name, _value in {
 
 import boto3  # noqa: E402
 import init_resource  # noqa: E402
+from support import localstack_host  # noqa: E402
 from support.event_source_mapping import EventSourceMapping, load_deployed_handler  # noqa: E402
 from support.net import free_port  # noqa: E402
 from support.nginx import Nginx  # noqa: E402
 from support.shipper import Shipper  # noqa: E402
 
 BUCKET, STREAM, FUNCTION = "nginx-accesslog", "nginx-accesslog-stream", "KinesisAccessLogToS3"
+RIGS = {
+    "moto": "moto server + the event source mapping stand-in, handler in this process",
+    "localstack": "LocalStack 4.14.0 host process: kinesis-mock, its mapping, its Lambda (host executor), its S3",
+}
 
 
 @contextlib.contextmanager
@@ -170,9 +181,11 @@ class Result:
 
 
 class Bench:
-    """One pipeline, reused across runs (each run's requests have their own paths)."""
+    """One pipeline, reused across runs (each run's requests have their own paths). With
+    `stand_in_mapping`, the handler runs here through the mapping stand-in (moto cannot
+    invoke); without, the emulator's own mapping and Lambda run it (LocalStack)."""
 
-    def __init__(self, workdir: Path, endpoint: str) -> None:
+    def __init__(self, workdir: Path, endpoint: str, stand_in_mapping: bool = True) -> None:
         nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.nginx = Nginx(nginx_binary, workdir / "nginx")
         with contextlib.redirect_stdout(sys.stderr):
@@ -180,16 +193,18 @@ class Bench:
                 raise RuntimeError("provisioning failed")
         clients = {"endpoint_url": endpoint, "region_name": "us-east-1"}
         self.s3 = boto3.client("s3", **clients)
-        lam = boto3.client("lambda", **clients)
-        config = lam.get_function_configuration(FunctionName=FUNCTION)
-        environment = {**config["Environment"]["Variables"], "AWS_ENDPOINT_URL": endpoint}
-        module = load_deployed_handler(init_resource.function_zip(), environment, workdir)
-        module.log = lambda *args, **kwargs: None
-        (mapping,) = lam.list_event_source_mappings(FunctionName=FUNCTION)["EventSourceMappings"]
         self.shipper = Shipper(
             boto3.client("kinesis", **clients), STREAM, self.nginx.access_log, workdir / "pos", flush_interval=1.0
         ).start()
-        self.mapping = EventSourceMapping(endpoint, mapping["UUID"], module.handler).start()
+        self.mapping: EventSourceMapping | None = None
+        if stand_in_mapping:
+            lam = boto3.client("lambda", **clients)
+            config = lam.get_function_configuration(FunctionName=FUNCTION)
+            environment = {**config["Environment"]["Variables"], "AWS_ENDPOINT_URL": endpoint}
+            module = load_deployed_handler(init_resource.function_zip(), environment, workdir)
+            module.log = lambda *args, **kwargs: None
+            (mapping,) = lam.list_event_source_mappings(FunctionName=FUNCTION)["EventSourceMappings"]
+            self.mapping = EventSourceMapping(endpoint, mapping["UUID"], module.handler).start()
         self.seen = Seen()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=poll_bucket, args=(self.s3, self.seen, self._stop), daemon=True)
@@ -224,26 +239,39 @@ class Bench:
     def close(self) -> None:
         self._stop.set()
         self.shipper.stop()
-        self.mapping.stop()
+        if self.mapping is not None:
+            self.mapping.stop()
         self.nginx.stop()
 
 
-def measure(rate: float, seconds: float) -> Result:
+@contextlib.contextmanager
+def emulator(rig: str, workdir: Path):
+    """(endpoint, whether the mapping stand-in must run) for a fresh emulator of that rig."""
+    if rig == "moto":
+        with moto_process() as endpoint:
+            yield endpoint, True
+    else:
+        interpreters = localstack_host.install()
+        with localstack_host.running(interpreters, workdir / "localstack", provision_hook=False) as localstack:
+            yield localstack.endpoint, False
+
+
+def measure(rate: float, seconds: float, rig: str = "moto") -> Result:
     """One run on a fresh pipeline (new emulator, new log): no backlog from earlier runs."""
-    with moto_process() as endpoint, tempfile.TemporaryDirectory() as workdir:
-        bench = Bench(Path(workdir), endpoint)
+    with tempfile.TemporaryDirectory() as workdir, emulator(rig, Path(workdir)) as (endpoint, stand_in):
+        bench = Bench(Path(workdir), endpoint, stand_in_mapping=stand_in)
         try:
             return bench.run(rate, seconds)
         finally:
             bench.close()
 
 
-def find_ceiling(start: float, seconds: float, start_ok: bool) -> str:
+def find_ceiling(start: float, seconds: float, start_ok: bool, rig: str) -> str:
     """Double the rate until a step fails, then bisect twice between the last two."""
     good, bad = (start, None) if start_ok else (0.0, start)
     rate = start * 2
     while bad is None:
-        step = measure(rate, seconds)
+        step = measure(rate, seconds, rig)
         print(f"  step: {step.report()}", flush=True)
         if step.ok():
             good, rate = rate, rate * 2
@@ -253,7 +281,7 @@ def find_ceiling(start: float, seconds: float, start_ok: bool) -> str:
         rate = round((good + bad) / 2 / 50) * 50
         if rate in (good, bad):
             break
-        step = measure(rate, seconds)
+        step = measure(rate, seconds, rig)
         print(f"  step: {step.report()}", flush=True)
         good, bad = (rate, bad) if step.ok() else (good, rate)
     return f"{good:g} req/s with 0 lost, 0 duplicated and p99 <= 5 s over {seconds:g} s (fails at {bad:g} req/s)"
@@ -264,6 +292,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200, help="requests per second (default 200)")
     parser.add_argument("--seconds", type=float, default=60, help="how long to send (default 60)")
     parser.add_argument("--ceiling", action="store_true", help="then raise the rate until loss or p99 > 5 s")
+    parser.add_argument("--rig", choices=["both", *RIGS], default="both", help="which emulator (default: both)")
     parser.add_argument("--step-seconds", type=float, default=20, help="seconds per ceiling step (default 20)")
     args = parser.parse_args()
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
@@ -275,12 +304,14 @@ def main() -> int:
         f"Python {platform.python_version()}",
         flush=True,
     )
-    result = measure(args.rate, args.seconds)
-    print(result.report(), flush=True)
-    targets = result.lost == 0 and result.duplicated == 0 and result.p50 <= 2 and result.p99 <= 5
-    print(f"targets (0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s): {'met' if targets else 'NOT met'}", flush=True)
-    if args.ceiling:
-        print(f"ceiling: {find_ceiling(args.rate, args.step_seconds, result.ok())}")
+    for rig in RIGS if args.rig == "both" else (args.rig,):
+        print(f"rig: {RIGS[rig]}", flush=True)
+        result = measure(args.rate, args.seconds, rig)
+        print(result.report(), flush=True)
+        targets = result.lost == 0 and result.duplicated == 0 and result.p50 <= 2 and result.p99 <= 5
+        print(f"targets (0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s): {'met' if targets else 'NOT met'}", flush=True)
+        if args.ceiling:
+            print(f"ceiling: {find_ceiling(args.rate, args.step_seconds, result.ok(), rig)}", flush=True)
     return 0
 
 

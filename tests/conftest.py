@@ -83,3 +83,36 @@ def nginx(tmp_path):
     server = Nginx(require("nginx", "the real web server of the stack"), tmp_path / "nginx")
     yield server
     server.stop()
+
+
+# --- the real LocalStack 4.14.0 (tests/support/localstack_host.py) ------------------------
+
+
+@pytest.fixture(scope="session")
+def localstack_interpreters():
+    """LocalStack's venv (Python 3.13) and the functions' (3.12 + boto3), built once and cached."""
+    from support.localstack_host import Missing, install
+    from support.tools import unavailable
+
+    try:
+        return install()
+    except Missing as exc:
+        unavailable(f"real LocalStack 4.14.0 cannot run here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def localstack(localstack_interpreters, tmp_path_factory):
+    """One LocalStack for the session, without hooks: tests isolate themselves by
+    provisioning their own names (`pipeline_names`). Stopped, with all it started, at the end."""
+    from support.localstack_host import running
+
+    with running(localstack_interpreters, tmp_path_factory.mktemp("localstack"), provision_hook=False) as instance:
+        yield instance
+
+
+@pytest.fixture
+def pipeline_names(request):
+    """Stream, bucket, role and function names of this test's own pipeline."""
+    from support.localstack_host import PipelineNames
+
+    return PipelineNames.for_test(request.node.name)

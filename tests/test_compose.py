@@ -138,6 +138,7 @@ def test_provisioning_hook_is_executable_with_a_shebang_and_runs_our_script():
     assert os.access(hook, os.X_OK)
     text = hook.read_text()
     assert text.startswith("#!/bin/bash\n")
+    # the image's path by default; PIPELINE_INIT_DIR is the one place a host process differs
     assert "init_dir=${PIPELINE_INIT_DIR:-/opt/pipeline/init}" in text
     assert 'python3 "$init_dir/init_resource.py"' in text
     # git records the exec bit too (a clone must keep it)

@@ -1,5 +1,7 @@
-"""The stand-ins behave like the parts they replace (tests/support/shipper.py and
-tests/support/event_source_mapping.py), so the pipeline tests prove something."""
+"""The stand-ins behave like the parts they replace (tests/support/shipper.py, which the
+pipeline tests use for fluentd, and tests/support/event_source_mapping.py, which the moto
+benchmark rig uses for the mapping), so what runs on them proves something. On moto: the
+faster check."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Stand-in for Lambda's Kinesis event source mapping, for tests only.
 
-Replaces: the mapping's poller on AWS/LocalStack, which needs Docker here (moto records
-the mapping but cannot invoke). Reproduces its documented behaviour:
+Replaces: the mapping's poller, where the emulator cannot run it: moto records the mapping
+but cannot invoke. Used by bench/pipeline_bench.py's moto rig; the end-to-end tests run
+LocalStack's own mapping instead (tests/pipeline, tests/support/localstack_host.py), and
+tests/pipeline/test_stand_ins.py keeps this one honest. Reproduces AWS's documented behaviour:
 - reads the mapping init/init_resource.py created (`get_event_source_mapping`) and
   honours StartingPosition, BatchSize, MaximumBatchingWindowInSeconds,
   MaximumRetryAttempts and ReportBatchItemFailures;

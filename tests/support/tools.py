@@ -20,3 +20,10 @@ def require(program: str, why: str) -> str:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def unavailable(message: str) -> None:
+    """Skip locally, fail in CI (where .ci/run must have provided it); one line naming what is missing."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
