@@ -524,6 +524,31 @@ def functions_fail(monkeypatch):
     return lambda: cause.update(present=False)
 
 
+@pytest.fixture
+def failed_functions_cannot_be_deleted(functions_fail, monkeypatch):
+    """...and DeleteFunction refuses them, as LocalStack 4.14.0 does (tests/localstack)."""
+    from botocore.exceptions import ClientError
+
+    failing = init_resource.Aws
+
+    class UndeletableAws(failing):
+        def __init__(self, settings):
+            super().__init__(settings)
+            delete = self.lambda_.delete_function
+
+            def refuse(**kwargs):
+                configuration = self.lambda_.get_function_configuration(FunctionName=kwargs["FunctionName"])
+                if configuration.get("State") == "Failed":
+                    error = {"Code": "InternalError", "Message": "Unable to find version manager"}
+                    raise ClientError({"Error": error}, "DeleteFunction")
+                return delete(**kwargs)
+
+            self.lambda_.delete_function = refuse
+
+    monkeypatch.setattr(init_resource, "Aws", UndeletableAws)
+    return functions_fail
+
+
 def test_a_function_that_ends_failed_is_an_error_not_a_timeout(run, functions_fail):
     # when the function ends Failed right after it is created
     code, out, err = run()
@@ -557,3 +582,20 @@ def test_a_failed_function_is_recreated_once_the_cause_is_gone(run, functions_fa
     (mapping,) = clients("lambda").list_event_source_mappings(FunctionName=FUNCTION)["EventSourceMappings"]
     assert mapping["FunctionArn"].endswith(f":function:{FUNCTION}")
     assert run("--status")[0] == 0
+
+
+def test_a_failed_function_that_cannot_be_deleted_is_named_with_its_reason(
+    run, failed_functions_cannot_be_deleted, clients
+):
+    # given a Failed function the emulator refuses to delete
+    assert run()[0] == 1
+    # when provisioning runs again, it says why the function cannot run and why it stays
+    code, out, err = run()
+    assert code == 1 and err.count("\n") == 1
+    assert LOCALSTACK_REASON in err and "Unable to find version manager" in err
+    # and teardown removes everything else, then says what it left
+    code, out, err = run("--teardown", "--force")
+    assert code == 1 and "teardown incomplete: function KinesisAccessLogToS3" in err
+    assert "function  KinesisAccessLogToS3: left in place" in out
+    assert outcomes(out)["stream"] == "deleted" and outcomes(out)["bucket"] == "deleted"
+    assert clients("s3").list_buckets()["Buckets"] == []
