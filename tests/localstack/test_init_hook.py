@@ -93,3 +93,25 @@ def test_healthcheck_after_a_failing_hook(failing_localstack):
     code, reason = healthcheck(failing_localstack)
     assert code == 1 and reason.startswith("provisioning failed (exit 2)") and "./start.sh provision" in reason
     assert "init_resource.py: error:" in (failing_localstack.state_dir / "provision.log").read_text()
+
+
+def test_running_the_hook_again_after_a_failure_turns_the_stack_healthy(localstack_interpreters, tmp_path):
+    from support.localstack_host import running
+
+    # given a start whose hook failed on a setting (KINESIS_SHARDS=0)
+    with running(localstack_interpreters, tmp_path / "localstack", environment={"KINESIS_SHARDS": "0"}) as instance:
+        assert states(instance) == {HOOK.name: "ERROR"}
+        assert healthcheck(instance)[0] == 1
+        # when the cause is fixed and the hook runs again in the running LocalStack, as
+        # `./start.sh provision` runs it (docker compose exec ... 10-provision.sh)
+        env = instance._env(instance.workdir / "filesystem")
+        env.pop("KINESIS_SHARDS")
+        rerun = subprocess.run([str(HOOK)], env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        # then the healthcheck says provisioned, although LocalStack still lists the hook
+        # as ERROR until it restarts
+        assert states(instance) == {HOOK.name: "ERROR"}
+        code, reason = healthcheck(instance)
+        assert code == 0 and reason == "provisioned (by a re-run after the hook failed)"
+        lam = boto3.client("lambda", endpoint_url=instance.endpoint, region_name="us-east-1")
+        assert lam.get_function_configuration(FunctionName="KinesisAccessLogToS3")["State"] == "Active"
