@@ -18,6 +18,7 @@ import boto3
 import init_resource
 import pytest
 from support.net import free_port, serve
+from support.report import outcomes
 
 SCRIPT = Path(init_resource.__file__)
 STREAM, BUCKET, ROLE, FUNCTION = (
@@ -46,16 +47,6 @@ def run(aws, capsys):
         return code, out, err
 
     return _run
-
-
-def outcomes(stdout: str) -> dict[str, str]:
-    """`resource  name: outcome (detail)` lines -> {resource: outcome}."""
-    found = {}
-    for line in stdout.splitlines():
-        resource, _, rest = line.partition(" ")
-        if resource in ("stream", "bucket", "role", "function", "mapping") and ": " in rest:
-            found[resource] = rest.split(": ", 1)[1].split(" (")[0]
-    return found
 
 
 def test_creates_everything_from_nothing_with_every_setting(run, clients):

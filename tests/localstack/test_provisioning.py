@@ -9,6 +9,7 @@ import io
 import boto3
 import init_resource
 import pytest
+from support.report import outcomes
 
 pytestmark = pytest.mark.localstack
 
@@ -18,16 +19,6 @@ def run(endpoint: str, *args: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = init_resource.main(["--endpoint-url", endpoint, "--wait-timeout", "60", *args])
     return code, out.getvalue(), err.getvalue()
-
-
-def outcomes(stdout: str) -> dict[str, str]:
-    """`kind  name: outcome (details)` lines -> {kind: outcome}."""
-    found = {}
-    for line in stdout.splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind in ("stream", "bucket", "role", "function", "mapping") and ": " in rest:
-            found[kind] = rest.split(": ", 1)[1].split(" ")[0]
-    return found
 
 
 def test_converge_rerun_status_and_teardown(localstack, pipeline_names):
