@@ -268,18 +268,27 @@ class Shipper:
                 raise _Stopped
             backoff = min(backoff * 2, self.max_backoff)
 
+    def _ship_chunk(self) -> tuple[int, bool]:
+        """Ship one chunk: the complete lines written so far, up to the chunk limit. Return
+        how many lines, and whether the chunk was full (more may be waiting)."""
+        lines, position = self._read_complete_lines()
+        if position is not None and not lines:
+            self._save_position(position)
+        if position is None or not lines:
+            return 0, False
+        self._put(lines)
+        self._save_position(position)  # only after the records landed
+        size = sum(len(line.encode()) + 1 for line in lines)
+        return len(lines), size >= self._chunk_bytes() - 64 * 1024
+
     def ship_once(self) -> int:
-        """Ship every complete line written so far; return how many."""
+        """Ship every complete line written so far, chunk after chunk; return how many."""
         total = 0
         while True:
-            lines, position = self._read_complete_lines()
-            if position is None or not lines:
-                if position is not None:
-                    self._save_position(position)
+            shipped, _ = self._ship_chunk()
+            if not shipped:
                 return total
-            self._put(lines)
-            self._save_position(position)  # only after the records landed
-            total += len(lines)
+            total += shipped
 
     # --- background -----------------------------------------------------------------
 
@@ -291,7 +300,8 @@ class Shipper:
 
     def _run(self) -> None:
         """fluentd's flush thread: every flush_thread_interval, flush the chunk once it is
-        flush_interval old (it opened when its first line was read) or full."""
+        flush_interval old (it opened when its first line was read); full chunks at once.
+        Lines written while a chunk is being sent open the next chunk."""
         opened: float | None = None
         while not self._stop.wait(self.flush_thread_interval):
             try:
@@ -300,8 +310,10 @@ class Shipper:
                         opened = time.monotonic()
                     continue
                 if time.monotonic() - opened >= self.flush_interval:
-                    opened = None
-                    self.ship_once()
+                    full = True
+                    while full and not self._stop.is_set():
+                        _, full = self._ship_chunk()
+                    opened = time.monotonic() if self._pending() else None
             except _Stopped:
                 return
 
