@@ -81,9 +81,12 @@ class Pipeline:
         (mapping,) = self.lambda_.list_event_source_mappings(FunctionName=self.names.function)["EventSourceMappings"]
         return mapping
 
-    def new_shipper(self, flush_interval: float = 0.2) -> Shipper:
-        """A shipper (fluentd) on the same log and position file as the current one."""
-        shipper = Shipper(self.kinesis, self.names.stream, self.nginx.access_log, self.shipper.pos_file, flush_interval)
+    def new_shipper(self, flush_interval: float = 0.2, **options) -> Shipper:
+        """A shipper (fluentd) on the same log and position file as the current one;
+        `options` as Shipper takes them (e.g. output="kinesis_streams")."""
+        shipper = Shipper(
+            self.kinesis, self.names.stream, self.nginx.access_log, self.shipper.pos_file, flush_interval, **options
+        )
         self.shippers.append(shipper)
         self.shipper = shipper
         return shipper.start()

@@ -125,6 +125,7 @@ class Shipper:
         self.chunk_limit_size = chunk_limit_size
         self.output = output
         self.partition_key = partition_key
+        self._key_length = len(partition_key())  # the plugin sizes its limit from one key (configure)
         self.max_backoff = max_backoff
         self.shipped = 0  # lines stored in Kinesis
         self.put_calls = 0  # PutRecords calls
@@ -216,7 +217,7 @@ class Shipper:
         """PutRecords in API-sized batches; retry failed records until they land."""
         pending = [fluentd_message(line) for line in lines]
         if self.output == "kinesis_streams_aggregated":
-            for batch in aggregated_batches(pending, len(self.partition_key())):
+            for batch in aggregated_batches(pending, self._key_length):
                 self._put_aggregated(batch)
             return
         while pending:
