@@ -17,8 +17,8 @@ thing at a time.
 Two rigs, run one after the other with the same load:
 - moto: Debian's nginx running the project's config, moto server (its own process) as
   Kinesis/S3/IAM/Lambda, init/init_resource.py provisioning it, the handler loaded from
-  its deployment package, and the test stand-ins for fluentd (1 s flush) and the event
-  source mapping (the provisioned 1 s batching window).
+  its deployment package, and the test stand-ins for fluentd (fluent.conf's output and
+  timers) and the event source mapping (the provisioned window, the stack's poll interval).
 - localstack: the same nginx, provisioning and fluentd stand-in, with the real LocalStack
   4.14.0 as a host process (tests/support/localstack_host.py): its Kinesis (kinesis-mock),
   its event source mapping, the handler run by its Lambda (host executor), its S3. Needs
@@ -381,6 +381,7 @@ def emulator(rig: str, workdir: Path, settings: dict):
     else:
         interpreters = localstack_host.install()
         environment = {POLL_SETTING: settings["poll_interval"]} if "poll_interval" in settings else {}
+        environment.update(settings.get("localstack_env", {}))
         with localstack_host.running(
             interpreters, workdir / "localstack", provision_hook=False, environment=environment
         ) as localstack:
@@ -465,6 +466,9 @@ def main() -> int:
     parser.add_argument("--baseline", action="store_true", help="the settings before issue #13 (see above)")
     parser.add_argument("--output", choices=["kinesis_streams", "kinesis_streams_aggregated"], help="fluentd output")
     parser.add_argument("--shards", type=int, default=1, help="Kinesis shards (default 1, the stack's)")
+    parser.add_argument(
+        "--localstack-env", action="append", default=[], metavar="NAME=VALUE", help="extra LocalStack setting"
+    )
     parser.add_argument("--drain", type=float, default=30, help="seconds to wait for the last lines (default 30)")
     args = parser.parse_args()
     global SETTINGS, SHARDS  # the ceiling steps reuse the run's settings
@@ -472,6 +476,8 @@ def main() -> int:
     if args.output:
         SETTINGS["output"] = args.output
     SHARDS = args.shards
+    if args.localstack_env:
+        SETTINGS["localstack_env"] = dict(item.split("=", 1) for item in args.localstack_env)
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         parser.error("nginx is not installed (apt-get install nginx)")
 
