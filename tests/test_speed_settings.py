@@ -81,9 +81,19 @@ def test_localstack_polls_every_tenth_of_a_second_in_the_stack_and_in_the_tests(
     environment = compose()["services"]["localstack"]["environment"]
     assert environment[POLL] == "0.1"
     # the tests' LocalStack reads it from the compose file: one place, same value
-    assert stack_tuning() == {POLL: "0.1"}
+    assert stack_tuning() == {POLL: "0.1", "KINESIS_PERSISTENCE": "0"}
     tests_localstack = LocalStack(Interpreters(Path("python3.13"), Path("python3.12")), tmp_path)
     assert tests_localstack._env(tests_localstack.workdir)[POLL] == "0.1"
+
+
+def test_kinesis_mock_does_not_write_what_nobody_reads(tmp_path):
+    # its 5 s snapshots of every stream stall Kinesis more as the shard fills, and the free
+    # image deletes them unread; the tests' LocalStack runs the same way
+    assert compose()["services"]["localstack"]["environment"]["KINESIS_PERSISTENCE"] == "0"
+    tests_localstack = LocalStack(Interpreters(Path("python3.13"), Path("python3.12")), tmp_path)
+    assert tests_localstack._env(tests_localstack.workdir)["KINESIS_PERSISTENCE"] == "0"
+    compose_text = (Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text()
+    assert "Cost:" in compose_text[: compose_text.index("KINESIS_PERSISTENCE")][-600:]
 
 
 def test_the_fluentd_stand_in_ships_with_fluent_conf_settings():

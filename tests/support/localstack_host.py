@@ -74,9 +74,11 @@ runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
 
 
 def stack_tuning() -> dict[str, str]:
-    """docker-compose.yml's LocalStack settings that change its timing (LAMBDA_EVENT_SOURCE_*)."""
+    """docker-compose.yml's LocalStack settings that change its speed (the mapping's poll
+    interval, kinesis-mock's persistence)."""
     environment = compose()["services"]["localstack"]["environment"]
-    return {name: str(value) for name, value in environment.items() if name.startswith("LAMBDA_EVENT_SOURCE_")}
+    prefixes = ("LAMBDA_EVENT_SOURCE_", "KINESIS_PERSISTENCE")
+    return {name: str(value) for name, value in environment.items() if name.startswith(prefixes)}
 
 
 class Missing(Exception):
