@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -230,16 +231,19 @@ def minute_rows(
     puts: list[tuple[float, float]],
     loads: list[str],
     start: float,
+    seconds: float,
 ) -> list[tuple[float, float, str]]:
     """(p50, p99, row) per minute of sending: that minute's requests' latencies and its puts."""
     rows = []
-    minutes = int(max(sent.values(), default=start) - start) // 60 + 1
+    minutes = max(1, math.ceil(seconds / 60))
     for m in range(minutes):
         low, high = start + 60 * m, start + 60 * (m + 1)
+        if m == minutes - 1:  # the last requests may leave a moment after the last minute
+            high = math.inf
         paths = [p for p, t in sent.items() if low <= t < high]
         latencies = [first_seen[p] - sent[p] for p in paths if p in first_seen]
         in_minute = [d for end, d in puts if low <= end < high]
-        stored = sum(1 for end, _ in puts if end < high)
+        stored = sum(1 for end, _ in puts if end < min(high, start + seconds))
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         if len(latencies) < len(paths):  # a lost line counts as too late
             p99 = float("inf")
@@ -355,7 +359,7 @@ class Bench:
             p99=percentile(latencies, 99),
             throughput=landed / max(last - started, 1e-9),
             latency_max=max(latencies, default=float("nan")),
-            minutes=minute_rows(sent, self.seen.first_seen, puts, loads, started),
+            minutes=minute_rows(sent, self.seen.first_seen, puts, loads, started, seconds),
             invocations=self.invocations() - invocations_before,
             objects=len(objects),
             put_calls=len(puts),
