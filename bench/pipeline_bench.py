@@ -329,7 +329,7 @@ class Bench:
         def sample() -> None:  # the load average at the end of each minute, and progress
             while not sending.wait(60):
                 loads.append(load_average())
-                landed = sum(1 for p in self.seen.first_seen if p.startswith(f"/bench/{run}/"))
+                landed = sum(1 for p in list(self.seen.first_seen) if p.startswith(f"/bench/{run}/"))
                 print(f"  ... {len(loads)} min: {landed} lines in S3, load {loads[-1]}", flush=True)
 
         sampler = threading.Thread(target=sample, daemon=True)
