@@ -107,12 +107,12 @@ def start_pipeline(localstack, pipeline_names, nginx, tmp_path):
     afterwards stop the shipper and tear the pipeline down (init_resource --teardown)."""
     started: list[Pipeline] = []
 
-    def _start(*provision_args: str, flush_interval: float = 0.2) -> Pipeline:
+    def _start(*provision_args: str, flush_interval: float = 0.2, **shipper_options) -> Pipeline:
         provision(localstack.endpoint, *pipeline_names.args(), *provision_args)
         clients = {"endpoint_url": localstack.endpoint, "region_name": "us-east-1"}
         kinesis, s3, lam = (boto3.client(n, **clients) for n in ("kinesis", "s3", "lambda"))
         position = tmp_path / "nginx-access.pos"
-        shipper = Shipper(kinesis, pipeline_names.stream, nginx.access_log, position, flush_interval)
+        shipper = Shipper(kinesis, pipeline_names.stream, nginx.access_log, position, flush_interval, **shipper_options)
         pipeline = Pipeline(localstack, pipeline_names, nginx, shipper.start(), s3, kinesis, lam, [shipper])
         started.append(pipeline)
         return pipeline

@@ -79,8 +79,10 @@ def test_every_request_lands_exactly_once_with_its_fields(start_pipeline):
 
 
 def test_two_shards_overwrite_nothing(start_pipeline):
-    # given two shards
-    pipeline = start_pipeline("--shards", "2")
+    # given two shards, and one Kinesis record per line with its own random key, so that
+    # both shards get records (aggregated, 200 quick requests are a few records, which
+    # may all hash to one shard)
+    pipeline = start_pipeline("--shards", "2", output="kinesis_streams")
     for n in range(200):
         get(pipeline.nginx.port, f"/e2e/shards/{n}")
     records = pipeline.wait_for(200)
