@@ -4,19 +4,32 @@
     python3 bench/pipeline_bench.py --rate 500 --seconds 30
     python3 bench/pipeline_bench.py --ceiling            # also find the highest clean rate
     python3 bench/pipeline_bench.py --rig localstack     # one rig only (default: both)
+    python3 bench/pipeline_bench.py --rig localstack --rate 100 --seconds 600
+    python3 bench/pipeline_bench.py --baseline           # the settings before issue #13
+
+Settings are the stack's: fluent.conf's output type and flush timers (the fluentd
+stand-in reads them), init_resource.py's mapping, docker-compose.yml's LocalStack poll
+interval, one shard. `--baseline` runs the earlier ones instead: `kinesis_streams` (one
+Kinesis record per line), flush_interval 1 with fluentd's default 1 s flush thread, a 1 s
+batching window and LocalStack's default 1 s poll. `--output` and `--shards` change one
+thing at a time.
 
 Two rigs, run one after the other with the same load:
 - moto: Debian's nginx running the project's config, moto server (its own process) as
   Kinesis/S3/IAM/Lambda, init/init_resource.py provisioning it, the handler loaded from
-  its deployment package, and the test stand-ins for fluentd (1 s flush) and the event
-  source mapping (the provisioned 1 s batching window).
+  its deployment package, and the test stand-ins for fluentd (fluent.conf's output and
+  timers) and the event source mapping (the provisioned window, the stack's poll interval).
 - localstack: the same nginx, provisioning and fluentd stand-in, with the real LocalStack
   4.14.0 as a host process (tests/support/localstack_host.py): its Kinesis (kinesis-mock),
   its event source mapping, the handler run by its Lambda (host executor), its S3. Needs
   Python 3.13 and 3.12 and Node.js; the first run installs it into .cache/ (~1.5 min).
 An open-loop async client sends R unique requests a second; a poller lists the bucket
 every 100 ms and notes when each request's line first appears in a listable object.
-Targets at 200 req/s for 60 s: 0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s.
+Printed per minute of sending (requests sent in that minute): p50/p99/max latency, lost,
+PutRecords calls and their p50 duration, Kinesis records stored so far, load average;
+then the totals, invocations and objects per hour.
+Targets (issue #13): 100 req/s: p50 <= 0.5 s, p99 <= 1.5 s, in every minute; 200 req/s:
+0 lost, 0 duplicated, p99 <= 3 s.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -53,6 +67,15 @@ from support.event_source_mapping import EventSourceMapping, load_deployed_handl
 from support.net import free_port  # noqa: E402
 from support.nginx import Nginx  # noqa: E402
 from support.shipper import Shipper  # noqa: E402
+
+POLL_SETTING = "LAMBDA_EVENT_SOURCE_MAPPING_POLL_INTERVAL_SEC"
+BASELINE = {
+    "output": "kinesis_streams",
+    "flush_interval": 1.0,
+    "flush_thread_interval": 1.0,
+    "window": 1,
+    "poll_interval": "1",
+}
 
 BUCKET, STREAM, FUNCTION = "nginx-accesslog", "nginx-accesslog-stream", "KinesisAccessLogToS3"
 RIGS = {
@@ -168,6 +191,13 @@ class Result:
     p95: float
     p99: float
     throughput: float
+    latency_max: float = float("nan")
+    minutes: list[tuple[float, float, str]] = field(default_factory=list)
+    invocations: int = 0
+    objects: int = 0
+    put_calls: int = 0
+    stored_records: int = 0
+    load: str = ""
 
     def ok(self) -> bool:
         return self.lost == 0 and self.duplicated == 0 and self.p99 <= 5.0
@@ -176,8 +206,59 @@ class Result:
         return (
             f"rate {self.rate:g} req/s for {self.seconds:g} s: sent {self.sent}, lines in S3 {self.landed}, "
             f"lost {self.lost}, duplicated {self.duplicated}, latency p50 {self.p50:.2f} s, "
-            f"p95 {self.p95:.2f} s, p99 {self.p99:.2f} s, throughput {self.throughput:.0f} lines/s"
+            f"p95 {self.p95:.2f} s, p99 {self.p99:.2f} s, max {self.latency_max:.2f} s, "
+            f"throughput {self.throughput:.0f} lines/s"
         )
+
+    def costs(self) -> str:
+        hours = self.seconds / 3600
+        return (
+            f"  costs over the {self.seconds:g} s of sending: PutRecords {self.put_calls} "
+            f"({self.put_calls / self.seconds:.1f}/s), Kinesis records stored {self.stored_records} "
+            f"({self.stored_records / self.seconds:.1f}/s), invocations {self.invocations} "
+            f"({self.invocations / self.seconds:.1f}/s), objects {self.objects} "
+            f"({self.objects / hours:,.0f} per hour); load average at the end {self.load}"
+        )
+
+
+def load_average() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def minute_rows(
+    sent: dict[str, float],
+    first_seen: dict[str, float],
+    puts: list[tuple[float, float]],
+    loads: list[str],
+    start: float,
+    seconds: float,
+) -> list[tuple[float, float, str]]:
+    """(p50, p99, row) per minute of sending: that minute's requests' latencies and its puts."""
+    rows = []
+    minutes = max(1, math.ceil(seconds / 60))
+    for m in range(minutes):
+        low, high = start + 60 * m, start + 60 * (m + 1)
+        if m == minutes - 1:  # the last requests may leave a moment after the last minute
+            high = math.inf
+        paths = [p for p, t in sent.items() if low <= t < high]
+        latencies = [first_seen[p] - sent[p] for p in paths if p in first_seen]
+        in_minute = [d for end, d in puts if low <= end < high]
+        stored = sum(1 for end, _ in puts if end < min(high, start + seconds))
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        if len(latencies) < len(paths):  # a lost line counts as too late
+            p99 = float("inf")
+        rows.append(
+            (
+                p50,
+                p99,
+                f"  minute {m + 1:2d}: sent {len(paths)}, p50 {p50:.2f} s, "
+                f"p99 {percentile(latencies, 99):.2f} s, max {max(latencies, default=float('nan')):.2f} s, "
+                f"lost {len(paths) - len(latencies)}, PutRecords {len(in_minute)} (p50 "
+                f"{percentile(in_minute, 50):.3f} s, max {max(in_minute, default=float('nan')):.3f} s), "
+                f"puts so far {stored}, load {loads[m] if m < len(loads) else load_average()}",
+            )
+        )
+    return rows
 
 
 class Bench:
@@ -185,16 +266,36 @@ class Bench:
     `stand_in_mapping`, the handler runs here through the mapping stand-in (moto cannot
     invoke); without, the emulator's own mapping and Lambda run it (LocalStack)."""
 
-    def __init__(self, workdir: Path, endpoint: str, stand_in_mapping: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        endpoint: str,
+        stand_in_mapping: bool = True,
+        settings: dict | None = None,
+        shards: int = 1,
+        localstack: localstack_host.LocalStack | None = None,
+    ) -> None:
+        settings = settings or {}
         nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.nginx = Nginx(nginx_binary, workdir / "nginx")
-        with contextlib.redirect_stdout(sys.stderr):
-            if init_resource.main(["--endpoint-url", endpoint, "--wait-timeout", "30"]) != 0:
-                raise RuntimeError("provisioning failed")
+        self.localstack = localstack
+        mapping_settings = dict(init_resource.MAPPING)
+        if "window" in settings:
+            init_resource.MAPPING["MaximumBatchingWindowInSeconds"] = settings["window"]
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                args = ["--endpoint-url", endpoint, "--wait-timeout", "30", "--shards", str(shards)]
+                if init_resource.main(args) != 0:
+                    raise RuntimeError("provisioning failed")
+        finally:
+            init_resource.MAPPING.clear()
+            init_resource.MAPPING.update(mapping_settings)
         clients = {"endpoint_url": endpoint, "region_name": "us-east-1"}
         self.s3 = boto3.client("s3", **clients)
+        names = ("output", "flush_interval", "flush_thread_interval")
+        shipper_options = {k: settings[k] for k in names if k in settings}
         self.shipper = Shipper(
-            boto3.client("kinesis", **clients), STREAM, self.nginx.access_log, workdir / "pos", flush_interval=1.0
+            boto3.client("kinesis", **clients), STREAM, self.nginx.access_log, workdir / "pos", **shipper_options
         ).start()
         self.mapping: EventSourceMapping | None = None
         if stand_in_mapping:
@@ -204,16 +305,37 @@ class Bench:
             module = load_deployed_handler(init_resource.function_zip(), environment, workdir)
             module.log = lambda *args, **kwargs: None
             (mapping,) = lam.list_event_source_mappings(FunctionName=FUNCTION)["EventSourceMappings"]
-            self.mapping = EventSourceMapping(endpoint, mapping["UUID"], module.handler).start()
+            poll = float(settings.get("poll_interval", localstack_host.stack_tuning()[POLL_SETTING]))
+            self.mapping = EventSourceMapping(endpoint, mapping["UUID"], module.handler, poll_interval=poll).start()
         self.seen = Seen()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=poll_bucket, args=(self.s3, self.seen, self._stop), daemon=True)
         self._poller.start()
 
+    def invocations(self) -> int:
+        if self.mapping is not None:
+            return len(self.mapping.invocations)
+        return len(self.localstack.invocations(FUNCTION)) if self.localstack is not None else 0
+
     def run(self, rate: float, seconds: float, drain: float = 30.0) -> Result:
         run = f"r{int(rate)}-{int(time.time())}"
         started = time.time()
+        keys_before, invocations_before = set(self.seen.keys), self.invocations()
+        puts_before = len(self.shipper.put_timings)
+        stored_before = self.shipper.stored_records
+        loads: list[str] = []
+        sending = threading.Event()
+
+        def sample() -> None:  # the load average at the end of each minute, and progress
+            while not sending.wait(60):
+                loads.append(load_average())
+                landed = sum(1 for p in list(self.seen.first_seen) if p.startswith(f"/bench/{run}/"))
+                print(f"  ... {len(loads)} min: {landed} lines in S3, load {loads[-1]}", flush=True)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         sent = asyncio.run(send_load(self.nginx.port, rate, seconds, run))
+        sending.set()
         deadline = time.monotonic() + drain
         while time.monotonic() < deadline and not all(path in self.seen.first_seen for path in sent):
             time.sleep(0.2)
@@ -223,6 +345,8 @@ class Bench:
         latencies = [self.seen.first_seen[p] - t for p, t in sent.items() if p in self.seen.first_seen]
         last = max((self.seen.first_seen[p] for p in sent if p in self.seen.first_seen), default=started)
         landed = sum(1 for c in ours.values() if c)
+        objects = [k for k in self.seen.keys if k not in keys_before and not k.startswith("errors/")]
+        puts = self.shipper.put_timings[puts_before:]
         return Result(
             rate=rate,
             seconds=seconds,
@@ -234,6 +358,13 @@ class Bench:
             p95=percentile(latencies, 95),
             p99=percentile(latencies, 99),
             throughput=landed / max(last - started, 1e-9),
+            latency_max=max(latencies, default=float("nan")),
+            minutes=minute_rows(sent, self.seen.first_seen, puts, loads, started, seconds),
+            invocations=self.invocations() - invocations_before,
+            objects=len(objects),
+            put_calls=len(puts),
+            stored_records=self.shipper.stored_records - stored_before,
+            load=load_average(),
         )
 
     def close(self) -> None:
@@ -245,25 +376,44 @@ class Bench:
 
 
 @contextlib.contextmanager
-def emulator(rig: str, workdir: Path):
-    """(endpoint, whether the mapping stand-in must run) for a fresh emulator of that rig."""
+def emulator(rig: str, workdir: Path, settings: dict):
+    """(endpoint, the LocalStack or None) for a fresh emulator of that rig; None means the
+    mapping stand-in must run (moto)."""
     if rig == "moto":
         with moto_process() as endpoint:
-            yield endpoint, True
+            yield endpoint, None
     else:
         interpreters = localstack_host.install()
-        with localstack_host.running(interpreters, workdir / "localstack", provision_hook=False) as localstack:
-            yield localstack.endpoint, False
+        environment = {POLL_SETTING: settings["poll_interval"]} if "poll_interval" in settings else {}
+        environment.update(settings.get("localstack_env", {}))
+        with localstack_host.running(
+            interpreters, workdir / "localstack", provision_hook=False, environment=environment
+        ) as localstack:
+            yield localstack.endpoint, localstack
 
 
-def measure(rate: float, seconds: float, rig: str = "moto") -> Result:
+def measure(
+    rate: float, seconds: float, rig: str = "moto", settings: dict | None = None, shards: int = 1, drain: float = 30
+) -> Result:
     """One run on a fresh pipeline (new emulator, new log): no backlog from earlier runs."""
-    with tempfile.TemporaryDirectory() as workdir, emulator(rig, Path(workdir)) as (endpoint, stand_in):
-        bench = Bench(Path(workdir), endpoint, stand_in_mapping=stand_in)
+    settings = settings or {}
+    with tempfile.TemporaryDirectory() as workdir, emulator(rig, Path(workdir), settings) as (endpoint, localstack):
+        bench = Bench(
+            Path(workdir),
+            endpoint,
+            stand_in_mapping=localstack is None,
+            settings=settings,
+            shards=shards,
+            localstack=localstack,
+        )
         try:
-            return bench.run(rate, seconds)
+            return bench.run(rate, seconds, drain)
         finally:
             bench.close()
+
+
+SETTINGS: dict = {}
+SHARDS = 1
 
 
 def find_ceiling(start: float, seconds: float, start_ok: bool, rig: str) -> str:
@@ -271,7 +421,7 @@ def find_ceiling(start: float, seconds: float, start_ok: bool, rig: str) -> str:
     good, bad = (start, None) if start_ok else (0.0, start)
     rate = start * 2
     while bad is None:
-        step = measure(rate, seconds, rig)
+        step = measure(rate, seconds, rig, SETTINGS, SHARDS)
         print(f"  step: {step.report()}", flush=True)
         if step.ok():
             good, rate = rate, rate * 2
@@ -281,10 +431,33 @@ def find_ceiling(start: float, seconds: float, start_ok: bool, rig: str) -> str:
         rate = round((good + bad) / 2 / 50) * 50
         if rate in (good, bad):
             break
-        step = measure(rate, seconds, rig)
+        step = measure(rate, seconds, rig, SETTINGS, SHARDS)
         print(f"  step: {step.report()}", flush=True)
         good, bad = (rate, bad) if step.ok() else (good, rate)
     return f"{good:g} req/s with 0 lost, 0 duplicated and p99 <= 5 s over {seconds:g} s (fails at {bad:g} req/s)"
+
+
+def stack_settings() -> dict:
+    from support import shipper
+
+    return {
+        "output": shipper.OUTPUT,
+        "flush_interval": shipper.FLUSH_INTERVAL,
+        "flush_thread_interval": shipper.FLUSH_THREAD_INTERVAL,
+        "window": init_resource.MAPPING["MaximumBatchingWindowInSeconds"],
+        "poll_interval": localstack_host.stack_tuning()[POLL_SETTING],
+    }
+
+
+def targets(result: Result) -> str:
+    """Issue #13's goals: at 100 req/s p50 <= 0.5 s and p99 <= 1.5 s in every minute; at
+    200 req/s 0 lost, 0 duplicated, p99 <= 3 s (other rates: the 200 req/s goal)."""
+    clean = result.lost == 0 and result.duplicated == 0
+    if result.rate <= 100:
+        met = clean and all(p50 <= 0.5 and p99 <= 1.5 for p50, p99, _ in result.minutes)
+        return f"0 lost, 0 duplicated, p50 <= 0.5 s and p99 <= 1.5 s in every minute: {'met' if met else 'NOT met'}"
+    met = clean and result.p99 <= 3
+    return f"0 lost, 0 duplicated, p99 <= 3 s: {'met' if met else 'NOT met'}"
 
 
 def main() -> int:
@@ -294,7 +467,21 @@ def main() -> int:
     parser.add_argument("--ceiling", action="store_true", help="then raise the rate until loss or p99 > 5 s")
     parser.add_argument("--rig", choices=["both", *RIGS], default="both", help="which emulator (default: both)")
     parser.add_argument("--step-seconds", type=float, default=20, help="seconds per ceiling step (default 20)")
+    parser.add_argument("--baseline", action="store_true", help="the settings before issue #13 (see above)")
+    parser.add_argument("--output", choices=["kinesis_streams", "kinesis_streams_aggregated"], help="fluentd output")
+    parser.add_argument("--shards", type=int, default=1, help="Kinesis shards (default 1, the stack's)")
+    parser.add_argument(
+        "--localstack-env", action="append", default=[], metavar="NAME=VALUE", help="extra LocalStack setting"
+    )
+    parser.add_argument("--drain", type=float, default=30, help="seconds to wait for the last lines (default 30)")
     args = parser.parse_args()
+    global SETTINGS, SHARDS  # the ceiling steps reuse the run's settings
+    SETTINGS = dict(BASELINE) if args.baseline else {}
+    if args.output:
+        SETTINGS["output"] = args.output
+    SHARDS = args.shards
+    if args.localstack_env:
+        SETTINGS["localstack_env"] = dict(item.split("=", 1) for item in args.localstack_env)
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         parser.error("nginx is not installed (apt-get install nginx)")
 
@@ -304,12 +491,15 @@ def main() -> int:
         f"Python {platform.python_version()}",
         flush=True,
     )
+    shown = {**stack_settings(), **SETTINGS, "shards": SHARDS}
+    print("settings: " + ", ".join(f"{k} {v}" for k, v in shown.items()), flush=True)
     for rig in RIGS if args.rig == "both" else (args.rig,):
-        print(f"rig: {RIGS[rig]}", flush=True)
-        result = measure(args.rate, args.seconds, rig)
+        print(f"rig: {RIGS[rig]}; load average before {load_average()}", flush=True)
+        result = measure(args.rate, args.seconds, rig, SETTINGS, SHARDS, args.drain)
         print(result.report(), flush=True)
-        targets = result.lost == 0 and result.duplicated == 0 and result.p50 <= 2 and result.p99 <= 5
-        print(f"targets (0 lost, 0 duplicated, p50 <= 2 s, p99 <= 5 s): {'met' if targets else 'NOT met'}", flush=True)
+        print("\n".join(row for _, _, row in result.minutes), flush=True)
+        print(result.costs(), flush=True)
+        print(f"targets at {args.rate:g} req/s: {targets(result)}", flush=True)
         if args.ceiling:
             print(f"ceiling: {find_ceiling(args.rate, args.step_seconds, result.ok(), rig)}", flush=True)
     return 0

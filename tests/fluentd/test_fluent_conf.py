@@ -15,8 +15,9 @@ def test_tails_the_access_log_with_a_position_file():
     assert source.params["tag"] == "nginx.access"
 
 
-def test_ships_the_tailed_tag_to_kinesis_streams_without_dropping():
-    match = fluent_conf().one("match", **{"@type": "kinesis_streams"})
+def test_ships_the_tailed_tag_to_kinesis_streams_aggregated_without_dropping():
+    # aggregated: one Kinesis record per flush, not per line (tests/test_speed_settings.py)
+    match = fluent_conf().one("match", **{"@type": "kinesis_streams_aggregated"})
     assert match.arg == "nginx.access"
     assert match.params["drop_failed_records_after_batch_request_retries"] == "false"
     assert int(match.params["retries_on_batch_request"]) >= 1
@@ -29,11 +30,12 @@ def test_ships_the_tailed_tag_to_kinesis_streams_without_dropping():
     assert not match.find("format")
 
 
-def test_file_buffer_flushes_every_second_and_retries_with_backoff():
-    buffer = fluent_conf().one("match", **{"@type": "kinesis_streams"}).one("buffer")
+def test_file_buffer_flushes_within_a_fraction_of_a_second_and_retries_with_backoff():
+    buffer = fluent_conf().one("match", **{"@type": "kinesis_streams_aggregated"}).one("buffer")
     assert buffer.params["@type"] == "file"
     assert resolve(buffer.params["path"]).startswith("/fluentd/state/")
-    assert buffer.params["flush_interval"] == "1s"
+    # the values and their reasons: tests/test_speed_settings.py
+    assert buffer.params["flush_interval"] == "0.2"
     assert buffer.params["flush_at_shutdown"] == "true"
     assert buffer.params["retry_type"] == "exponential_backoff"
     assert buffer.params["retry_forever"] == "true"

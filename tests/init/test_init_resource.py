@@ -121,7 +121,7 @@ def test_creates_everything_from_nothing_with_every_setting(run, clients):
     (mapping,) = lam.list_event_source_mappings(EventSourceArn=stream_arn, FunctionName=FUNCTION)["EventSourceMappings"]
     assert mapping["StartingPosition"] == "TRIM_HORIZON"
     assert mapping["BatchSize"] == 1000
-    assert mapping["MaximumBatchingWindowInSeconds"] == 1
+    assert mapping["MaximumBatchingWindowInSeconds"] == 0
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BisectBatchOnFunctionError"] is True
     assert 0 <= mapping["MaximumRetryAttempts"] <= 10_000 and mapping["MaximumRetryAttempts"] != -1

@@ -81,9 +81,12 @@ class Pipeline:
         (mapping,) = self.lambda_.list_event_source_mappings(FunctionName=self.names.function)["EventSourceMappings"]
         return mapping
 
-    def new_shipper(self, flush_interval: float = 0.2) -> Shipper:
-        """A shipper (fluentd) on the same log and position file as the current one."""
-        shipper = Shipper(self.kinesis, self.names.stream, self.nginx.access_log, self.shipper.pos_file, flush_interval)
+    def new_shipper(self, flush_interval: float = 0.2, **options) -> Shipper:
+        """A shipper (fluentd) on the same log and position file as the current one;
+        `options` as Shipper takes them (e.g. output="kinesis_streams")."""
+        shipper = Shipper(
+            self.kinesis, self.names.stream, self.nginx.access_log, self.shipper.pos_file, flush_interval, **options
+        )
         self.shippers.append(shipper)
         self.shipper = shipper
         return shipper.start()
@@ -104,12 +107,12 @@ def start_pipeline(localstack, pipeline_names, nginx, tmp_path):
     afterwards stop the shipper and tear the pipeline down (init_resource --teardown)."""
     started: list[Pipeline] = []
 
-    def _start(*provision_args: str, flush_interval: float = 0.2) -> Pipeline:
+    def _start(*provision_args: str, flush_interval: float = 0.2, **shipper_options) -> Pipeline:
         provision(localstack.endpoint, *pipeline_names.args(), *provision_args)
         clients = {"endpoint_url": localstack.endpoint, "region_name": "us-east-1"}
         kinesis, s3, lam = (boto3.client(n, **clients) for n in ("kinesis", "s3", "lambda"))
         position = tmp_path / "nginx-access.pos"
-        shipper = Shipper(kinesis, pipeline_names.stream, nginx.access_log, position, flush_interval)
+        shipper = Shipper(kinesis, pipeline_names.stream, nginx.access_log, position, flush_interval, **shipper_options)
         pipeline = Pipeline(localstack, pipeline_names, nginx, shipper.start(), s3, kinesis, lam, [shipper])
         started.append(pipeline)
         return pipeline

@@ -6,13 +6,14 @@ faster check."""
 from __future__ import annotations
 
 import base64
+import itertools
 
 import boto3
 import init_resource
 import pytest
 from support.event_source_mapping import EventSourceMapping
-from support.events import fluentd_message
-from support.shipper import Shipper
+from support.events import captured_fluentd_records, captured_source_lines, fluentd_message, kpl_aggregate
+from support.shipper import AGGREGATED_MAX_BYTES, Shipper, aggregated_batches
 
 STREAM, FUNCTION = "nginx-accesslog-stream", "KinesisAccessLogToS3"
 
@@ -30,10 +31,12 @@ class Recording:
     def __init__(self, client, fail_once: set[int] = frozenset()):
         self.client = client
         self.calls: list[int] = []
+        self.records: list[list[dict]] = []
         self.fail_once = set(fail_once)
 
     def put_records(self, StreamName, Records):  # boto3's argument names
         self.calls.append(len(Records))
+        self.records.append(Records)
         failing = {i for i in self.fail_once if i < len(Records)}
         self.fail_once -= failing
         kept = [r for i, r in enumerate(Records) if i not in failing]
@@ -58,7 +61,7 @@ def test_shipper_batches_like_put_records_and_sends_fluentd_bytes(provisioned, t
     lines = [f'127.0.0.1 - - [27/May/2020:08:23:31 +0000] "GET /{n} HTTP/1.1" 200 1 "-" "t"' for n in range(1200)]
     log.write_text("\n".join(lines) + "\n")
     recording = Recording(kinesis)
-    shipper = Shipper(recording, STREAM, log, tmp_path / "pos")
+    shipper = Shipper(recording, STREAM, log, tmp_path / "pos", output="kinesis_streams")
     assert shipper.ship_once() == 1200
     assert recording.calls == [500, 500, 200]
     assert stream_data(kinesis) == [fluentd_message(line) for line in lines]
@@ -69,7 +72,7 @@ def test_shipper_retries_only_failed_records(provisioned, tmp_path):
     log = tmp_path / "access.log"
     log.write_text("a\nb\nc\n")
     recording = Recording(kinesis, fail_once={1})
-    Shipper(recording, STREAM, log, tmp_path / "pos").ship_once()
+    Shipper(recording, STREAM, log, tmp_path / "pos", output="kinesis_streams").ship_once()
     assert recording.calls == [3, 1]
     assert sorted(stream_data(kinesis)) == [fluentd_message(x) for x in "abc"]
 
@@ -78,12 +81,71 @@ def test_shipper_ships_complete_lines_only_and_resumes(provisioned, tmp_path):
     _, kinesis, _ = provisioned
     log = tmp_path / "access.log"
     log.write_text("first\nsecond-with")
-    assert Shipper(kinesis, STREAM, log, tmp_path / "pos").ship_once() == 1
+    plain = {"output": "kinesis_streams"}
+    assert Shipper(kinesis, STREAM, log, tmp_path / "pos", **plain).ship_once() == 1
     with log.open("a") as handle:
         handle.write("out-end\n")
     # a new shipper (a restart) resumes from the position file
-    assert Shipper(kinesis, STREAM, log, tmp_path / "pos").ship_once() == 1
+    assert Shipper(kinesis, STREAM, log, tmp_path / "pos", **plain).ship_once() == 1
     assert stream_data(kinesis) == [fluentd_message("first"), fluentd_message("second-without-end")]
+
+
+def keys(prefix: str = "k"):
+    """Partition keys as the plugin's generator hands them out, but predictable."""
+    counter = itertools.count()
+    return lambda: f"{prefix}{next(counter):031d}"
+
+
+def test_aggregated_shipper_writes_the_bytes_fluentd_wrote(provisioned, tmp_path):
+    # given the lines behind the aggregated record captured from real fluentd + plugin
+    _, kinesis, _ = provisioned
+    captured = captured_fluentd_records()[-1]
+    assert "kinesis_streams_aggregated" in captured["producer"]
+    log = tmp_path / "access.log"
+    log.write_bytes(b"".join(line.encode() + b"\n" for line in captured_source_lines()))
+    # when the stand-in ships them with the captured record's key (the plugin's is random)
+    recording = Recording(kinesis)
+    key = captured["partitionKey"]
+    shipper = Shipper(
+        recording, STREAM, log, tmp_path / "pos", output="kinesis_streams_aggregated", partition_key=lambda: key
+    )
+    assert shipper.ship_once() == len(captured_source_lines())
+    # then one PutRecords with one record, byte for byte the captured one
+    assert recording.records == [[{"Data": base64.b64decode(captured["data"]), "PartitionKey": key}]]
+    assert shipper.stored_records == 1 and shipper.shipped == len(captured_source_lines())
+
+
+def test_aggregated_batches_follow_the_plugins_limits():
+    # 1 MiB less 25 bytes and twice the key per aggregated record, 10 bytes counted per line
+    records = [b"x" * 9_990 for _ in range(250)]  # 10,000 bytes each with the offset
+    batches = aggregated_batches(records, key_length=32)
+    assert [len(b) for b in batches] == [104, 104, 42]
+    assert [r for batch in batches for r in batch] == records  # order kept, nothing lost
+    limit = AGGREGATED_MAX_BYTES - (25 + 64)
+    assert all(sum(len(r) + 10 for r in batch) <= limit for batch in batches)
+    # at most 100,000 lines in one record, however small (empty ones count 10 bytes each)
+    assert [len(b) for b in aggregated_batches([b""] * 100_001)] == [100_000, 1]
+
+
+def test_failed_aggregated_put_resends_the_whole_record_under_a_new_key(provisioned, tmp_path):
+    _, kinesis, _ = provisioned
+    log = tmp_path / "access.log"
+    log.write_text("a\nb\nc\n")
+    recording = Recording(kinesis, fail_once={0})
+    new_key = keys()
+    shipper = Shipper(
+        recording, STREAM, log, tmp_path / "pos", output="kinesis_streams_aggregated", partition_key=new_key
+    )
+    assert shipper.ship_once() == 3
+    # the plugin's retry_records for :streams_aggregated: every line of the batch again,
+    # aggregated anew with the next key from its generator
+    (first,), (second,) = recording.records
+    lines = [fluentd_message(x) for x in "abc"]
+    assert first["Data"] == kpl_aggregate(lines, first["PartitionKey"])
+    assert second["Data"] == kpl_aggregate(lines, second["PartitionKey"])
+    assert first["PartitionKey"] != second["PartitionKey"]
+    assert stream_data(kinesis) == [second["Data"]]
+    assert (shipper.put_calls, shipper.failed_attempts, shipper.stored_records) == (2, 1, 1)
 
 
 def mapping(endpoint, lam, handler) -> EventSourceMapping:

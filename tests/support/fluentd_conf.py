@@ -68,3 +68,12 @@ def resolve(value: str, env: dict[str, str] | None = None) -> str:
     env = env or {}
     value = value.strip('"')
     return _ENV_DEFAULT.sub(lambda m: env.get(m.group(1)) or m.group(2), value)
+
+
+def parse_size(value: str) -> int:
+    """A fluentd size (`512k`, `1m`, `1024`) in bytes, as config/types.rb reads it."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    value = value.strip().lower()
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return int(value)

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.compose import compose
 from support.net import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +71,14 @@ if sys.platform == "linux":
 sys.argv = ["localstack.runtime.main"]
 runpy.run_module("localstack.runtime.main", run_name="__main__", alter_sys=True)
 """
+
+
+def stack_tuning() -> dict[str, str]:
+    """docker-compose.yml's LocalStack settings that change its speed (the mapping's poll
+    interval, kinesis-mock's persistence)."""
+    environment = compose()["services"]["localstack"]["environment"]
+    prefixes = ("LAMBDA_EVENT_SOURCE_", "KINESIS_PERSISTENCE")
+    return {name: str(value) for name, value in environment.items() if name.startswith(prefixes)}
 
 
 class Missing(Exception):
@@ -236,6 +245,8 @@ class LocalStack:
             "BUCKET_NAME": "nginx-accesslog",
             "COMPRESSION": "none",
             "AWS_DEFAULT_REGION": REGION,
+            # the stack's LocalStack tuning, from the one place it is set: docker-compose.yml
+            **stack_tuning(),
             # the hook's variables: where a host process differs from the image
             "PIPELINE_INIT_DIR": str(ROOT / "init"),
             "PIPELINE_ENDPOINT": self.endpoint,
