@@ -19,19 +19,13 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "init"), str(ROOT / "tests")]
-for _name, _value in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_name, _value)
+import bench_env
+
+ROOT = bench_env.prepare("init", "tests")
 
 import boto3  # noqa: E402
 from support import localstack_host  # noqa: E402

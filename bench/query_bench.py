@@ -27,16 +27,10 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "init"), str(ROOT / "query"), str(ROOT / "bench")]
-for _name, _value in {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}.items():
-    os.environ.setdefault(_name, _value)
+import bench_env
+
+ROOT = bench_env.prepare("init", "query", "bench")
 
 import boto3  # noqa: E402
 import compact_hours  # noqa: E402
