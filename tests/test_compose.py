@@ -106,7 +106,7 @@ def test_fluentd_volumes_match_fluent_conf_defaults():
     assert web["environment"]["NGINX_ACCESS_LOG"] == defaults["ACCESS_LOG_PATH"]
     # position file and buffer on a named volume, which survives container re-creation
     assert mounts[defaults["FLUENTD_STATE_DIR"]] == "fluentd-state"
-    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state", "localstack-data"}
+    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state", "localstack-data", "saved-logs"}
     assert mounts["/fluentd/etc"] == "./fluentd/conf"
     dockerfile = (ROOT / "fluentd" / "Dockerfile").read_text()
     assert f"chown -R fluent:fluent {defaults['FLUENTD_STATE_DIR']}" in dockerfile
