@@ -8,19 +8,48 @@ image.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
+import pytest
 from support.compose import ROOT
+from support.net import wait_until
 
 HOOK = ROOT / "init" / "ready.d" / "10-provision.sh"
+STARTED: list[Path] = []  # state folders of hooks run by this test: their watchers end with it
+
+
+@pytest.fixture(autouse=True)
+def stop_watchers():
+    """The hook leaves init/bucket_mirror.py's watcher running, as in the container: stop it."""
+    yield
+    while STARTED:
+        pid_file = STARTED.pop() / "mirror.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda pid=pid: not alive(pid), 10, interval=0.1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as gone
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    return True
 
 
 def run_hook(endpoint: str, state_dir: Path, **env: str) -> subprocess.CompletedProcess:
     python_dir = str(Path(sys.executable).parent)  # its python3 has boto3, as LocalStack's has
+    STARTED.append(state_dir)
     return subprocess.run(
         [str(HOOK)],
         capture_output=True,
@@ -32,6 +61,7 @@ def run_hook(endpoint: str, state_dir: Path, **env: str) -> subprocess.Completed
             "PIPELINE_INIT_DIR": str(ROOT / "init"),
             "PIPELINE_ENDPOINT": endpoint,
             "PIPELINE_STATE_DIR": str(state_dir),
+            "PIPELINE_DATA_DIR": str(state_dir.parent / "saved-logs"),
             **env,
         },
     )
@@ -75,3 +105,27 @@ def test_a_rerun_after_failure_turns_the_state_ok(aws, tmp_path):
     result = run_hook(aws, tmp_path / "state")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "state" / "provision.state").read_text() == "ok\n"
+
+
+def test_the_hook_restores_saved_objects_before_it_provisions_and_starts_one_watcher(aws, tmp_path):
+    # given objects saved at the last stop (the saved-logs volume)
+    saved = tmp_path / "saved-logs" / "nginx-accesslog" / "2026" / "11" / "27" / "10"
+    saved.mkdir(parents=True)
+    (saved / "nginx_access_log_a.json").write_bytes(b'{"status":200}\n')
+    # when the hook runs, and runs again (`./start.sh provision`)
+    first = run_hook(aws, tmp_path / "state")
+    assert first.returncode == 0, first.stdout + first.stderr
+    first_watcher = int((tmp_path / "state" / "mirror.pid").read_text())
+    second = run_hook(aws, tmp_path / "state")
+    assert second.returncode == 0, second.stdout + second.stderr
+    # then the object is back under its key before the stream was created, once
+    assert first.stdout.index("restored 1 objects") < first.stdout.index("stream    nginx-accesslog-stream: created")
+    assert "restored 0 objects" in second.stdout and "(1 were there already)" in second.stdout
+    s3 = boto3.client("s3", endpoint_url=aws, region_name="us-east-1")
+    body = s3.get_object(Bucket="nginx-accesslog", Key="2026/11/27/10/nginx_access_log_a.json")["Body"].read()
+    assert body == b'{"status":200}\n'
+    # and one watcher runs: the second run replaced the first, and it saves new objects
+    assert not alive(first_watcher)
+    assert alive(int((tmp_path / "state" / "mirror.pid").read_text()))
+    s3.put_object(Bucket="nginx-accesslog", Key="new.json", Body=b"{}\n")
+    assert wait_until((tmp_path / "saved-logs" / "nginx-accesslog" / "new.json").exists, 30, interval=0.2)
