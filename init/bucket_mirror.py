@@ -184,8 +184,6 @@ class Copy:
 
 
 def clients(args: argparse.Namespace) -> tuple[Any, Any]:
-    if args.aws:
-        raise Failure("the saved copy is for an emulator only: on AWS the bucket keeps its objects")
     import boto3
     from botocore.config import Config
 
@@ -483,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     copy = Copy(args.data_dir, args.bucket)
     try:
+        if args.aws:
+            raise Failure("the saved copy is for an emulator only: on AWS the bucket keeps its objects")
         if args.command == "export":
             print(export(copy, args.to))
             return 0
