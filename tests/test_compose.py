@@ -126,6 +126,33 @@ def test_localstack_mounts_the_docker_socket_and_the_provisioning_hook():
     assert localstack["environment"]["PIPELINE_CLI"] == "./start.sh"
 
 
+def test_saved_logs_outlive_the_container_and_the_stop_leaves_time_to_save_them():
+    localstack = compose()["services"]["localstack"]
+    mounts = _mounts(localstack)
+    environment = localstack["environment"]
+    # the copy of the bucket lives where the hooks look for it, on a named volume by default
+    assert mounts[environment["PIPELINE_DATA_DIR"]] == "saved-logs"
+    assert "sqs" in environment["SERVICES"].split(",")  # the bucket's events reach the watcher
+    assert mounts["/etc/localstack/init/shutdown.d"] == "./init/shutdown.d"
+    # ... or in a folder of the user's (SAVED_LOGS in .env), bound as a folder
+    custom = _mounts(compose({"SAVED_LOGS": "./my-saved-logs"})["services"]["localstack"])
+    assert custom[environment["PIPELINE_DATA_DIR"]].endswith("my-saved-logs")
+    # Docker stops the container after stop_grace_period: the shutdown hook's wait fits in it
+    hook = (ROOT / "init" / "shutdown.d" / "10-save.sh").read_text()
+    waits = [int(w) for w in re.findall(r"--timeout (\d+)", hook)]
+    assert waits and sum(waits) + 10 <= _seconds(localstack["stop_grace_period"])
+    # fluentd flushes its buffer at stop: more than Docker's default 10 s
+    assert _seconds(compose()["services"]["fluentd"]["stop_grace_period"]) >= 30
+
+
+def _seconds(duration: str | int | float) -> float:
+    """A compose duration (`60s`, `1m30s`, or seconds once normalised) in seconds."""
+    if isinstance(duration, int | float):
+        return float(duration)
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ms|h|m|s)", duration))
+
+
 def test_the_landing_page_names_the_stacks_stream_and_bucket():
     web = compose({"KINESIS_STREAM": "my-stream", "BUCKET_NAME": "my-logs"})["services"]["web"]["environment"]
     assert web["NGINX_KINESIS_STREAM"] == "my-stream" and web["NGINX_BUCKET_NAME"] == "my-logs"
@@ -150,7 +177,16 @@ def test_provisioning_hook_is_executable_with_a_shebang_and_runs_our_script():
 
 
 @pytest.mark.parametrize(
-    "path", ["init/localstack_ready.py", "init/init_resource.py", "init/pipeline_cli.py", "start.sh", "test.sh"]
+    "path",
+    [
+        "init/localstack_ready.py",
+        "init/init_resource.py",
+        "init/pipeline_cli.py",
+        "init/bucket_mirror.py",
+        "init/shutdown.d/10-save.sh",
+        "start.sh",
+        "test.sh",
+    ],
 )
 def test_entry_points_are_executable(path):
     assert os.access(ROOT / path, os.X_OK)
@@ -181,7 +217,10 @@ def test_nginx_envsubst_filter_selects_only_our_variables():
     assert set(re.findall(r"\$\{([A-Z_]+)\}", template)) == ours
 
 
-@pytest.mark.parametrize("path", ["start.sh", "init/ready.d/10-provision.sh", ".ci/run", "init/init_resource.py"])
+@pytest.mark.parametrize(
+    "path",
+    ["start.sh", "init/ready.d/10-provision.sh", "init/shutdown.d/10-save.sh", ".ci/run", "init/init_resource.py"],
+)
 def test_scripts_keep_lf_line_endings_on_every_checkout(path):
     # a CRLF shebang ("/bin/bash\r") breaks the hook and start.sh on Windows/WSL checkouts
     result = subprocess.run(["git", "check-attr", "eol", "--", path], capture_output=True, text=True, cwd=ROOT)
