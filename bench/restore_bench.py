@@ -187,6 +187,7 @@ class Restore:
     rss_peak_kib: int = 0
     temp_files_bytes: int = 0
     load: str = ""
+    restore_peak_kib: int = 0  # the restore process's own peak RSS
 
 
 def rss_kib(pid: int) -> int:
@@ -246,9 +247,12 @@ def run_restore(python: Path, mirror: Path, endpoint: str, data_dir: Path, pid: 
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, cwd=ROOT
     )
     watcher.start()
-    for line in process.stdout or ():
-        output.append((time.perf_counter() - started, line.rstrip("\n")))
-    returncode = process.wait()
+    if process.stdout is not None:
+        with process.stdout:
+            for line in process.stdout:
+                output.append((time.perf_counter() - started, line.rstrip("\n")))
+    _, status, usage = os.wait4(process.pid, 0)  # its own peak memory, which Popen.wait() does not give
+    process.returncode = returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     done.set()
     watcher.join()
@@ -263,6 +267,7 @@ def run_restore(python: Path, mirror: Path, endpoint: str, data_dir: Path, pid: 
         max(peak[0], after),
         deleted_files_bytes(pid),
         load_average(),
+        usage.ru_maxrss,
     )
 
 
@@ -346,7 +351,8 @@ def measure(scenario: str, args, interpreters: localstack_host.Interpreters, wor
         lines.append(
             f"  LocalStack RSS {restore.rss_before_kib / 1024:,.0f} MiB before, "
             f"{restore.rss_after_kib / 1024:,.0f} MiB after (peak {restore.rss_peak_kib / 1024:,.0f} MiB); "
-            f"unlinked temp files it holds {restore.temp_files_bytes / 1e6:,.1f} MB; load average after {restore.load}"
+            f"unlinked temp files it holds {restore.temp_files_bytes / 1e6:,.1f} MB; the restore's own peak RSS "
+            f"{restore.restore_peak_kib / 1024:,.0f} MiB; load average after {restore.load}"
         )
         lines.append(f"  check: {check}")
         rates = per_10000(restore.progress)
