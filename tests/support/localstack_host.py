@@ -40,7 +40,8 @@ LOCALSTACK_REQUIREMENTS = SUPPORT / "localstack-requirements.txt"
 FUNCTION_REQUIREMENTS = SUPPORT / "lambda-python-requirements.txt"
 EXECUTOR_PATH = SUPPORT / "lambda_host_executor"
 HOOK = ROOT / "init" / "ready.d" / "10-provision.sh"
-SERVICES = "kinesis,lambda,s3,iam,sts,logs"
+SHUTDOWN_HOOK = ROOT / "init" / "shutdown.d" / "10-save.sh"
+SERVICES = compose()["services"]["localstack"]["environment"]["SERVICES"]
 REGION = "us-east-1"
 INHERIT_NOT = (
     "AWS_ACCESS_KEY_ID",
@@ -191,12 +192,23 @@ class LocalStack:
     def log_path(self) -> Path:
         return self.workdir / "localstack.log"
 
+    @property
+    def data_dir(self) -> Path:
+        """PIPELINE_DATA_DIR: the saved copy of the bucket (the compose volume saved-logs);
+        it outlives a stop, as the volume does, so a second start() restores from it."""
+        return self.workdir / "saved-logs"
+
     def _prepare_filesystem(self) -> Path:
+        """The image's layout; idempotent, so the same workdir can be started again."""
         root = self.workdir / "filesystem"
-        ready_d = root / "etc" / "localstack" / "init" / "ready.d"
+        init = root / "etc" / "localstack" / "init"
+        ready_d, shutdown_d = init / "ready.d", init / "shutdown.d"
         ready_d.mkdir(parents=True, exist_ok=True)
-        if self.provision_hook:  # the project's hook, as the compose file mounts it
-            (ready_d / HOOK.name).symlink_to(HOOK)
+        shutdown_d.mkdir(parents=True, exist_ok=True)
+        if self.provision_hook:  # the project's hooks, as the compose file mounts them
+            for folder, hook in ((ready_d, HOOK), (shutdown_d, SHUTDOWN_HOOK)):
+                if not (folder / hook.name).is_symlink():
+                    (folder / hook.name).symlink_to(hook)
         for name, text in self.extra_hooks.items():
             script = ready_d / name
             script.write_text(text)
@@ -206,7 +218,8 @@ class LocalStack:
         libs.mkdir(parents=True, exist_ok=True)
         shared = CACHE / "localstack-4.14.0-lib"
         shared.mkdir(parents=True, exist_ok=True)
-        (libs / "lib").symlink_to(shared)
+        if not (libs / "lib").is_symlink():
+            (libs / "lib").symlink_to(shared)
         return root
 
     def _env(self, root: Path) -> dict[str, str]:
@@ -251,6 +264,7 @@ class LocalStack:
             "PIPELINE_INIT_DIR": str(ROOT / "init"),
             "PIPELINE_ENDPOINT": self.endpoint,
             "PIPELINE_STATE_DIR": str(self.state_dir),
+            "PIPELINE_DATA_DIR": str(self.data_dir),
         }
         if self.executor:
             env.update(
@@ -336,6 +350,30 @@ class LocalStack:
         temporary.write_text(json.dumps(content))
         temporary.replace(path)
         return path
+
+    def terminate(self, grace: float = 60) -> None:
+        """Stop as `docker stop` does: SIGTERM to LocalStack alone (the container's main
+        process), which runs its shutdown hooks and stops its services; after `grace` s
+        (compose's stop_grace_period), or once it has exited, SIGKILL to whatever is left."""
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+        self.kill()
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to LocalStack and everything it started, at once."""
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        wait_until(lambda: not group_alive(process.pid), 10, interval=0.1)
+        self.process = None
 
     def stop(self, grace: float = 15) -> None:
         """SIGTERM to the whole process group, SIGKILL to whatever is left after `grace` s."""
