@@ -277,9 +277,10 @@ def restore(s3: Any, copy: Copy, region: str, workers: int = 16) -> str:
 
     def put(item: tuple[str, Path]) -> None:
         key, path = item
-        body = path.read_bytes()
-        s3.put_object(Bucket=copy.bucket, Key=key, Body=body, **content_headers(key))
-        progress.add(len(body))
+        with path.open("rb") as body:  # streamed: a merged hour may be hundreds of MB
+            size = os.fstat(body.fileno()).st_size
+            s3.put_object(Bucket=copy.bucket, Key=key, Body=body, ContentLength=size, **content_headers(key))
+        progress.add(size)
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for _ in pool.map(put, missing):

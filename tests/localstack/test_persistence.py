@@ -2,8 +2,8 @@
 (ready.d: restore, provision, watch; shutdown.d: save), stopped as `docker stop` stops
 it (SIGTERM to LocalStack alone, tests/support/localstack_host.py `terminate`) or killed
 (SIGKILL to everything, `kill`), then started again on the same saved-logs folder (the
-compose volume). Lines come from a writer appending nginx `combined` lines to a log
-that the fluentd stand-in (tests/support/shipper.py) ships, with the stack's settings.
+compose volume). Traffic: tests/support/stop_scenario.py; bench/stop_bench.py repeats
+the same stops and prints the figures the README quotes.
 
 Each test has a LocalStack of its own: the hooks provision the stack's default names.
 """
@@ -11,13 +11,6 @@ Each test has a LocalStack of its own: the hooks provision the stack's default n
 from __future__ import annotations
 
 import gzip
-import json
-import threading
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 
 import boto3
 import pytest
@@ -25,65 +18,13 @@ from support.localstack_host import LocalStack
 from support.net import wait_until
 from support.s3 import bucket_objects
 from support.shipper import Shipper
+from support.stop_scenario import BUCKET, STREAM, Writer, request_numbers, s3_client, stop_with_traffic
 
 pytestmark = pytest.mark.localstack
 
-BUCKET = "nginx-accesslog"
-STREAM = "nginx-accesslog-stream"
 # A stop may lose what the stream held and, for a crash, what the watcher had not saved:
 # the lines accepted during the last few seconds. The tests print what they measured.
 LOSS_BOUND_SECONDS = 5.0
-
-
-@dataclass
-class Writer:
-    """nginx's part: appends one `combined` line per request to the access log, each with
-    a unique URI, and notes when each was written (monotonic seconds)."""
-
-    log: Path
-    rate: float = 40.0
-    written: list[float] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def write(self, count: int) -> None:
-        with self.log.open("a") as handle:
-            for _ in range(count):
-                number = len(self.written)
-                stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-                handle.write(f'127.0.0.1 - - [{stamp}] "GET /r/{number} HTTP/1.1" 200 5 "-" "persistence-test"\n')
-                self.written.append(time.monotonic())
-
-    def start(self) -> Writer:
-        def run() -> None:
-            while not self._stop.wait(1 / self.rate):
-                self.write(1)
-
-        self._thread = threading.Thread(target=run, name="writer", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-
-def s3_client(localstack: LocalStack):
-    return boto3.client("s3", endpoint_url=localstack.endpoint, region_name="us-east-1")
-
-
-def request_numbers(objects: dict[str, bytes]) -> Counter[int]:
-    """How many times each request (its /r/<n> URI) is in the bucket's record objects."""
-    found: Counter[int] = Counter()
-    for key, body in objects.items():
-        if key.startswith("errors/") or "/nginx_access_log_" not in key or not key.endswith(".json"):
-            continue
-        for line in body.decode().splitlines():
-            uri = json.loads(line).get("request_uri") or ""
-            if uri.startswith("/r/"):
-                found[int(uri.removeprefix("/r/"))] += 1
-    return found
 
 
 @pytest.fixture
@@ -147,48 +88,16 @@ def test_a_stop_and_start_bring_back_every_object_byte_for_byte(stack, traffic):
 
 
 @pytest.mark.parametrize("how", ["terminate", "kill"])
-def test_with_traffic_running_a_stop_keeps_every_saved_object_and_loses_only_the_last_seconds(stack, traffic, how):
-    # given: traffic running, objects landing
-    writer, shipper = traffic
-    s3 = s3_client(stack)
-    writer.start()
-    assert wait_until(lambda: len(bucket_objects(s3, BUCKET)) >= 10, 60, interval=0.5)
-    time.sleep(2)  # traffic keeps running for a while: the stop comes in the middle of it
-    before = bucket_objects(s3, BUCKET)
-    accepted = shipper.shipped  # lines Kinesis accepted by now: they were written first
-    stopped_at = time.monotonic()
-
-    # when: SIGTERM to LocalStack (a `docker stop`), or SIGKILL to everything (a crash)
-    getattr(stack, how)()
-    stack.start()
-    # the shipper, like fluentd, kept retrying its failed puts: they land in the new stream
-    writer.stop()
-    total = len(writer.written)
-    s3 = s3_client(stack)
-    assert wait_until(lambda: shipper.shipped >= total, 120, interval=0.5), (shipper.shipped, total)
-    counts: Counter[int] = Counter()
-
-    def settled() -> bool:
-        nonlocal counts
-        previous = counts
-        counts = request_numbers(bucket_objects(s3, BUCKET))
-        return counts == previous and total - 1 in counts
-
-    assert wait_until(settled, 60, interval=1.0)
-    after = bucket_objects(s3, BUCKET)
-
-    # then: every object that existed before the stop is back, byte for byte
-    if how == "terminate":
-        assert {k: after.get(k) for k in before} == before
-    lost_objects = [k for k in before if after.get(k) != before[k]]
-    # no line twice, and the lost ones are only among the last seconds before the stop
-    assert [n for n, c in counts.items() if c > 1] == []
-    lost = [n for n in range(total) if n not in counts]
-    ages = [stopped_at - writer.written[n] for n in lost]
-    print(
-        f"\n{how}: {total} lines, {len(lost)} lost (written {min(ages, default=0):.2f}-{max(ages, default=0):.2f} s "
-        f"before the stop), {len(lost_objects)} of {len(before)} objects lost"
-    )
-    assert all(writer.written[n] <= stopped_at for n in lost), "a line written after the stop was lost"
-    assert accepted - len(lost) > 0
-    assert max(ages, default=0) <= LOSS_BOUND_SECONDS, ages
+def test_with_traffic_running_a_stop_keeps_every_saved_object_and_loses_only_the_last_seconds(stack, tmp_path, how):
+    # given traffic running; when LocalStack gets SIGTERM alone (`docker stop`) or
+    # everything SIGKILL (a crash), and starts again while the shipper retries
+    outcome = stop_with_traffic(stack, tmp_path / "traffic", how)
+    print(f"\n{outcome.summary()}")
+    # then no line is written twice, no object changed its bytes, and lines were lost only
+    # among those written in the last seconds before the stop
+    assert outcome.duplicated == [] and outcome.objects_changed == []
+    assert outcome.lost_written_after_stop == []
+    assert max(outcome.lost_ages, default=0) <= LOSS_BOUND_SECONDS, outcome.lost_ages
+    assert outcome.accepted_at_stop > len(outcome.lost)
+    if how == "terminate":  # the shutdown hook saved every object the bucket held
+        assert outcome.objects_lost == []
