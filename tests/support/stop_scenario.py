@@ -36,6 +36,7 @@ class Writer:
 
     log: Path
     rate: float = 40.0
+    run: str = "0"  # in every URI: runs sharing a bucket count their own lines only
     written: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -45,7 +46,8 @@ class Writer:
             for _ in range(count):
                 number = len(self.written)
                 stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-                handle.write(f'127.0.0.1 - - [{stamp}] "GET /r/{number} HTTP/1.1" 200 5 "-" "stop-scenario"\n')
+                request = f"GET /r/{self.run}/{number} HTTP/1.1"
+                handle.write(f'127.0.0.1 - - [{stamp}] "{request}" 200 5 "-" "stop-scenario"\n')
                 self.written.append(time.monotonic())
 
     def start(self) -> Writer:
@@ -72,16 +74,17 @@ def s3_client(localstack: LocalStack):
     return boto3.client("s3", endpoint_url=localstack.endpoint, region_name="us-east-1")
 
 
-def request_numbers(objects: dict[str, bytes]) -> Counter[int]:
-    """How many times each request (its /r/<n> URI) is in the handler's record objects."""
+def request_numbers(objects: dict[str, bytes], run: str = "0") -> Counter[int]:
+    """How many times each request of `run` (its /r/<run>/<n> URI) is in the handler's objects."""
+    prefix = f"/r/{run}/"
     found: Counter[int] = Counter()
     for key, body in objects.items():
         if key.startswith("errors/") or "/nginx_access_log_" not in key or not key.endswith(".json"):
             continue
         for line in body.decode().splitlines():
             uri = json.loads(line).get("request_uri") or ""
-            if uri.startswith("/r/"):
-                found[int(uri.removeprefix("/r/"))] += 1
+            if uri.startswith(prefix):
+                found[int(uri.removeprefix(prefix))] += 1
     return found
 
 
@@ -102,9 +105,9 @@ class Outcome:
     lost_written_after_stop: list[int]
 
     def summary(self) -> str:
-        ages = f"written {min(self.lost_ages):.2f}-{max(self.lost_ages):.2f} s before the stop" if self.lost else ""
+        ages = f" (written {min(self.lost_ages):.2f}-{max(self.lost_ages):.2f} s before the stop)" if self.lost else ""
         return (
-            f"{self.how}: {self.lines} lines, {len(self.lost)} lost {ages}, {len(self.duplicated)} twice; "
+            f"{self.how}: {self.lines} lines, {len(self.lost)} lost{ages}, {len(self.duplicated)} twice; "
             f"{len(self.objects_lost)} of {self.objects_before} objects lost; stop+start {self.restart_seconds:.1f} s"
         )
 
@@ -114,13 +117,13 @@ def stop_with_traffic(stack: LocalStack, workdir: Path, how: str, rate: float = 
     again, let the shipper send what failed meanwhile, and count."""
     kinesis = boto3.client("kinesis", endpoint_url=stack.endpoint, region_name="us-east-1")
     workdir.mkdir(parents=True, exist_ok=True)
-    writer = Writer(workdir / "access.log", rate)
+    writer = Writer(workdir / "access.log", rate, run=workdir.name)
     writer.log.touch()
     shipper = Shipper(kinesis, STREAM, writer.log, workdir / "nginx-access.pos", max_backoff=1.0).start()
     try:
         s3 = s3_client(stack)
         writer.start()
-        assert wait_until(lambda: len(bucket_objects(s3, BUCKET)) >= 5, 60, interval=0.5)
+        assert wait_until(lambda: request_numbers(bucket_objects(s3, BUCKET), writer.run), 60, interval=0.5)
         time.sleep(before)  # traffic keeps running: the stop comes in the middle of it
         objects = bucket_objects(s3, BUCKET)
         accepted = shipper.shipped
@@ -136,7 +139,7 @@ def stop_with_traffic(stack: LocalStack, workdir: Path, how: str, rate: float = 
 
         def settled() -> bool:
             nonlocal counts
-            previous, counts = counts, request_numbers(bucket_objects(s3, BUCKET))
+            previous, counts = counts, request_numbers(bucket_objects(s3, BUCKET), writer.run)
             return counts == previous and total - 1 in counts
 
         assert wait_until(settled, 60, interval=1.0)
