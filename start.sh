@@ -2,10 +2,18 @@
 # Start the pipeline (nginx -> fluentd -> Kinesis -> Lambda -> S3) on this machine.
 #
 #   ./start.sh [up]                 build, start, provision; wait until ready
-#   ./start.sh down [-v|--volumes]  stop and remove the containers (-v: also the
-#                                   access log and fluentd's position and buffer)
+#   ./start.sh down [-v|--volumes]  stop without losing a line: nginx first, then wait
+#                                   until fluentd, the stream and the function have
+#                                   delivered everything (DRAIN_TIMEOUT) and the bucket's
+#                                   objects are saved; ./start.sh brings them back.
+#                                   -v: delete everything instead (the saved logs, the
+#                                   access log, fluentd's position and buffer); asks first
+#   ./start.sh export DIR           copy the saved logs into DIR (created if missing):
+#                                   one JSON Lines file per object, as in the bucket;
+#                                   files of the same name in DIR are overwritten.
+#                                   Works whether the stack runs or not
 #   ./start.sh provision            run provisioning again in the running stack
-#   ./start.sh status               each resource's state, object counts, hints
+#   ./start.sh status               each resource's state, object counts, saved logs, hints
 #   ./start.sh ls [PREFIX]          list the bucket's objects
 #   ./start.sh cat KEY [--pretty]   print an object's records, one per line
 #   ./start.sh logs [--since 10m] [--follow]   the Lambda function's log lines
@@ -19,6 +27,7 @@
 # Needs Docker with Compose v2, nothing else. Settings: .env (see .env.example).
 set -euo pipefail
 
+invoked_from=$PWD # where a relative DIR given to `export` is
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 script="$here/$(basename "${BASH_SOURCE[0]}")"
 cd "$here"
@@ -323,7 +332,8 @@ The pipeline is up and provisioned.
   3. Read an object:      ./start.sh cat <key from the list> --pretty
   Status and hints:       ./start.sh status
   The function's log:     ./start.sh logs --follow
-  Stop:                   ./start.sh down   (-v also forgets the access log and fluentd's state)
+  Stop:                   ./start.sh down   (keeps every line for the next start)
+  Copy the logs out:      ./start.sh export DIR
 EOF
 }
 
@@ -350,16 +360,214 @@ up() {
   next_steps
 }
 
+# --- stopping: keep every line, or forget everything ------------------------------------
+
+STREAM_DRAIN_MIN=10 # seconds the stream's drain gets even when fluentd used up DRAIN_TIMEOUT
+SYNC_TIMEOUT=30     # seconds bucket_mirror.py may take to save the bucket's last objects
+
+# The compose project's name, as Compose picks it: COMPOSE_PROJECT_NAME, else the file's.
+project_name() {
+  setting COMPOSE_PROJECT_NAME "$(sed -n 's/^name:[[:space:]]*//p' docker-compose.yml)"
+}
+
+# Where the saved logs are (the compose mount ${SAVED_LOGS:-saved-logs}): SAVED_KIND is
+# "folder" when the value is a path (Compose: it starts with /, . or ~), else "volume"
+# (a named volume of this project); SAVED_WHERE is the folder's path or the volume's name.
+SAVED_KIND="" SAVED_WHERE=""
+saved_logs_place() {
+  local value
+  value=$(setting SAVED_LOGS saved-logs)
+  case "$value" in
+    /*) SAVED_KIND=folder SAVED_WHERE=$value ;;
+    "~"*) SAVED_KIND=folder SAVED_WHERE=$HOME${value#"~"} ;;
+    .*) SAVED_KIND=folder SAVED_WHERE=$here/${value#./} ;;
+    *) SAVED_KIND=volume SAVED_WHERE="$(project_name)_$value" ;;
+  esac
+}
+
+service_running() {
+  local status
+  read -r status _ <<<"$(container_state "$1")"
+  [[ "$status" == running ]]
+}
+
+# A command's output only when it fails (Compose's progress lines would bury ours).
+quietly() {
+  local output
+  if ! output=$("$@" 2>&1); then
+    echo "$output" >&2
+    return 1
+  fi
+}
+
+# One progress line: rewritten in place on a terminal, else printed when it changes.
+PROGRESS_LAST=""
+progress() {
+  if [[ -t 1 ]]; then
+    printf '\r%-100.100s' "$1 ($2s)"
+  elif [[ "$1" != "$PROGRESS_LAST" ]]; then
+    echo "$1 ($2s)"
+  fi
+  PROGRESS_LAST=$1
+}
+end_progress() {
+  if [[ -t 1 && -n "$PROGRESS_LAST" ]]; then printf '\n'; fi
+  PROGRESS_LAST=""
+}
+
+# Until fluentd has read the whole access log and Kinesis has accepted its whole buffer
+# (nginx is stopped: nothing new comes), or the deadline. Unread or buffered bytes left
+# then stay in fluentd's volume, and fluentd sends them at the next start.
+wait_for_fluentd() {
+  local started=$1 deadline=$2 timeout=$3 answer unread buffered elapsed numbers='unread=([0-9]+) buffered=([0-9]+)'
+  while true; do
+    if ! answer=$(docker compose exec -T fluentd bash /fluentd/tools/drain_status.sh 2>&1) || [[ ! "$answer" =~ $numbers ]]; then
+      end_progress
+      echo "fluentd: could not ask what is left to send (${answer:-no answer}); stopping it anyway: it sends its buffer as it stops, and what it did not read waits in its volume for the next start"
+      return 0
+    fi
+    unread=${BASH_REMATCH[1]} buffered=${BASH_REMATCH[2]}
+    elapsed=$(($(now) - started))
+    if ((unread == 0 && buffered == 0)); then
+      end_progress
+      echo "fluentd: every line read and sent to Kinesis (${elapsed}s)"
+      return 0
+    fi
+    progress "fluentd: $unread bytes of the access log to read, $buffered bytes to send" "$elapsed"
+    if (($(now) >= deadline)); then
+      end_progress
+      echo "fluentd: not done within DRAIN_TIMEOUT=${timeout}s: $((unread + buffered)) bytes are still in fluentd's volume; they are not lost: fluentd sends them at the next start"
+      return 0
+    fi
+    sleep "$POLL_SECONDS"
+  done
+}
+
+where_the_logs_are() {
+  saved_logs_place
+  if [[ "$SAVED_KIND" == folder ]]; then
+    echo "Your logs are kept in $SAVED_WHERE (SAVED_LOGS): ./start.sh puts them back in the bucket."
+  else
+    echo "Your logs are kept in the Docker volume $SAVED_WHERE: ./start.sh puts them back in the bucket."
+  fi
+  echo "To copy them to a folder (JSON Lines files): ./start.sh export DIR"
+}
+
+# nginx first (no new lines), then fluentd once it sent everything, then the stream
+# drained into S3 and the bucket's objects saved, then the containers removed.
+graceful_stop() {
+  local timeout started deadline remaining at_risk=""
+  timeout=$(setting DRAIN_TIMEOUT 120)
+  [[ "$timeout" =~ ^[0-9]+$ ]] || die "DRAIN_TIMEOUT must be a number of seconds, not '$timeout'"
+  started=$(now)
+  deadline=$((started + timeout))
+  echo "Stopping without losing a line (up to DRAIN_TIMEOUT=${timeout}s)..."
+  quietly docker compose stop web || echo "start.sh: could not stop nginx (see above); going on" >&2
+  echo "nginx stopped: no new requests"
+  refresh_states
+  if service_running fluentd; then
+    wait_for_fluentd "$started" "$deadline" "$timeout"
+  else
+    echo "fluentd is not running: what it did not send waits in its volume for the next start"
+  fi
+  quietly docker compose stop fluentd || echo "start.sh: could not stop fluentd (see above); going on" >&2
+  echo "fluentd stopped"
+  refresh_states
+  if service_running localstack; then
+    remaining=$((deadline - $(now)))
+    ((remaining >= STREAM_DRAIN_MIN)) || remaining=$STREAM_DRAIN_MIN
+    docker compose exec -T localstack python3 /opt/pipeline/init/pipeline_cli.py drain --timeout "$remaining" ||
+      at_risk="the records still in the Kinesis stream (the stream is not kept across stops)"
+    docker compose exec -T localstack python3 /opt/pipeline/init/bucket_mirror.py sync --timeout "$SYNC_TIMEOUT" ||
+      at_risk="${at_risk:+$at_risk, and }the newest objects of the bucket (not saved yet)"
+  else
+    echo "localstack is not running: nothing left to deliver or save"
+  fi
+  docker compose down --remove-orphans
+  where_the_logs_are
+  if [[ -n "$at_risk" ]]; then
+    die "stopped, but these may be lost: $at_risk (see the lines above)"
+  fi
+}
+
+# --volumes: say what goes before anything goes; on a terminal, ask. Without a terminal
+# the flag is the consent (scripts, CI).
+forget_everything() {
+  local project answer
+  project=$(project_name)
+  saved_logs_place
+  echo "./start.sh down --volumes deletes, for good:"
+  if [[ "$SAVED_KIND" == volume ]]; then
+    echo "  - the saved logs: every object of the bucket (Docker volume $SAVED_WHERE)"
+  fi
+  echo "  - nginx's access log (volume ${project}_nginx-logs)"
+  echo "  - fluentd's position in it and its buffer, lines not yet sent (volume ${project}_fluentd-state)"
+  echo "  - LocalStack's downloads (volume ${project}_localstack-data; fetched again at the next start)"
+  if [[ "$SAVED_KIND" == folder ]]; then
+    echo "Your saved logs in $SAVED_WHERE (SAVED_LOGS) are kept: delete that folder by hand if you no longer want them."
+  fi
+  echo "To keep a copy of the logs first: ./start.sh export DIR, then run this again."
+  if [[ -t 0 ]]; then
+    read -r -p "Delete them? [y/N] " answer || answer=""
+    case "$answer" in
+      y | Y | yes | Yes | YES) ;;
+      *)
+        echo "Nothing deleted."
+        exit 1
+        ;;
+    esac
+  fi
+  docker compose down --remove-orphans --volumes
+  echo "Deleted."
+}
+
 down() {
-  local volumes=()
   case "${1:-}" in
     "") ;;
-    --volumes | -v) volumes=(--volumes) ;;
+    --volumes | -v) ;;
     *) usage_error "unknown option for down: $1 (use --volumes)" ;;
   esac
   check_docker
-  # ${a[@]+...}: an empty array under `set -u` on macOS's bash 3.2
-  docker compose down --remove-orphans ${volumes[@]+"${volumes[@]}"}
+  if [[ -n "${1:-}" ]]; then
+    forget_everything
+  elif stack_running; then
+    graceful_stop
+  else
+    docker compose down --remove-orphans
+  fi
+}
+
+# --- export: the saved logs, copied to a folder of the user's ---------------------------
+
+EXPORT_CONTAINER=""
+remove_export_container() {
+  if [[ -n "$EXPORT_CONTAINER" ]]; then docker rm -f "$EXPORT_CONTAINER" >/dev/null 2>&1 || true; fi
+}
+
+# bucket_mirror.py export writes the files inside a one-off container of the localstack
+# service (it mounts the saved logs whether the stack runs or not), and `docker cp` copies
+# them out: the Docker CLI writes them as the user who runs it, on Linux (also rootless
+# Docker and user-namespace remapping) and macOS alike, and needs no bind mount of DIR
+# (no SELinux label, no uid of the container on the files).
+export_logs() {
+  local target=$1
+  check_docker
+  [[ "$target" == /* ]] || target=$invoked_from/$target
+  mkdir -p -- "$target" || die "cannot create the folder $target"
+  target=$(cd -- "$target" && pwd)
+  refresh_states
+  if service_running localstack; then
+    docker compose exec -T localstack python3 /opt/pipeline/init/bucket_mirror.py sync --timeout "$SYNC_TIMEOUT" ||
+      echo "start.sh: note: the newest objects may be missing from the export (see above)" >&2
+  fi
+  EXPORT_CONTAINER="$(project_name)-export-$$"
+  trap remove_export_container EXIT
+  docker compose run --no-deps -T --name "$EXPORT_CONTAINER" --entrypoint python3 localstack \
+    /opt/pipeline/init/bucket_mirror.py export --to /tmp/export ||
+    die "the export failed (see above); nothing was copied to $target"
+  quietly docker cp "$EXPORT_CONTAINER:/tmp/export/." "$target" ||
+    die "could not copy the exported files to $target (see above)"
+  echo "Copied to $target (files there with the same names were replaced)."
 }
 
 require_localstack() {
@@ -380,11 +588,25 @@ provision() {
 
 # A command of init/ in the LocalStack container: its python3 has boto3 and its
 # environment holds the stack's settings.
-in_localstack() {
-  require_localstack
+localstack_python() {
   local flags=()
   [[ -t 0 && -t 1 ]] || flags=(-T) # a terminal gets one: Ctrl-C then reaches the command
   docker compose exec ${flags[@]+"${flags[@]}"} localstack python3 "$@"
+}
+
+in_localstack() {
+  require_localstack
+  localstack_python "$@"
+}
+
+# Each resource's state, then what the saved logs hold; fails when either does.
+status() {
+  local code=0 mirror=0
+  require_localstack
+  localstack_python /opt/pipeline/init/init_resource.py --status || code=$?
+  localstack_python /opt/pipeline/init/bucket_mirror.py status || mirror=$?
+  ((code != 0)) || code=$mirror
+  return "$code"
 }
 
 # One of the query tools (query/) in its own image on the compose network; arguments are
@@ -411,7 +633,12 @@ main() {
     up) [[ $# -eq 1 ]] || usage_error "up takes no options"; up ;;
     down) shift; [[ $# -le 1 ]] || usage_error "down takes at most one option (--volumes)"; down "$@" ;;
     provision) [[ $# -eq 1 ]] || usage_error "provision takes no options"; provision ;;
-    status) [[ $# -eq 1 ]] || usage_error "status takes no options"; in_localstack /opt/pipeline/init/init_resource.py --status ;;
+    status) [[ $# -eq 1 ]] || usage_error "status takes no options"; status ;;
+    export)
+      [[ $# -eq 2 && -n "$2" ]] || usage_error "export takes one folder: ./start.sh export DIR"
+      [[ "$2" != -* ]] || usage_error "unknown option for export: $2"
+      export_logs "$2"
+      ;;
     ls | cat | logs) in_localstack /opt/pipeline/init/pipeline_cli.py "$@" ;;
     traffic) shift; tool traffic.py web --url http://web:80 "$@" ;;
     query) shift; tool logs_query.py localstack "$@" ;;

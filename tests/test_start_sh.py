@@ -2,7 +2,8 @@
 
 tests/support/fake_docker.py stands in for the Docker CLI and plays what Compose and the
 engine do (dependency health, exited containers, restart loops, failing pulls and port
-binds) on a fake clock, so a test asserts how soon start.sh gives up without waiting.
+binds, stops, one-off containers, `docker cp`) on a fake clock, so a test asserts how soon
+start.sh gives up, and in which order it stops things, without waiting.
 Each test runs a copy of start.sh in its own folder: a user's .env and stack are never
 read or touched. The full run with a real engine is tests/test_stack.py.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import socket
 import subprocess
@@ -21,7 +23,7 @@ from support import fake_docker
 from support.compose import ROOT, compose
 from support.net import free_port
 
-TOOLS = ["bash", "dirname", "basename", "sed", "grep", "cut", "tail", "head", "cat", "mktemp", "rm"]
+TOOLS = ["bash", "dirname", "basename", "sed", "grep", "cut", "tail", "head", "cat", "mktemp", "rm", "mkdir"]
 BOUND = 15  # seconds from a knowable failure to start.sh's exit (issue: "within 15 s")
 
 PROVISIONING = "provisioning still running: 10-provision.sh"
@@ -33,9 +35,10 @@ class Run:
     """One start.sh run: its result, the fake clock at its end, and the docker calls."""
 
     def __init__(self, result: subprocess.CompletedProcess, state: Path | None) -> None:
-        self.code, self.stdout, self.stderr = result.returncode, result.stdout, result.stderr
+        self.code, self.stdout, self.stderr = result.returncode, result.stdout, result.stderr or ""
         self.clock = fake_docker.clock(state) if state else 0.0
-        self.calls = [args for _, args in fake_docker.calls(state)] if state else []
+        self.timed_calls = fake_docker.calls(state) if state else []
+        self.calls = [args for _, args in self.timed_calls]
 
 
 @pytest.fixture
@@ -57,29 +60,45 @@ def start(tmp_path):
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         command: str = "./start.sh",
+        merged: bool = False,
+        tty_input: str | None = None,
     ) -> Run:
+        """merged: stderr into stdout (one stream, in order); tty_input: stdin is a
+        terminal (a pty) on which the user types this."""
         state = tmp_path / "docker-state"
         extra = {}
         if scenario is not None:
             extra = fake_docker.install(bin_dir, scenario, state)
         if dotenv is not None:
             (work / ".env").write_text(dotenv)
-        result = subprocess.run(
-            [command, *args],
-            cwd=cwd or work,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={
-                "PATH": str(bin_dir),
-                "HOME": str(tmp_path),
-                # nothing listens on these: the port checks pass unless a test says otherwise
-                "WEB_PORT": str(free_port()),
-                "LOCALSTACK_PORT": str(free_port()),
-                **extra,
-                **(env or {}),
-            },
-        )
+        stdin: int = subprocess.DEVNULL  # never the terminal pytest runs in
+        terminal = None
+        if tty_input is not None:
+            terminal, stdin = pty.openpty()
+            os.write(terminal, tty_input.encode())
+        try:
+            result = subprocess.run(
+                [command, *args],
+                cwd=cwd or work,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                text=True,
+                timeout=60,
+                env={
+                    "PATH": str(bin_dir),
+                    "HOME": str(tmp_path),
+                    # nothing listens on these: the port checks pass unless a test says otherwise
+                    "WEB_PORT": str(free_port()),
+                    "LOCALSTACK_PORT": str(free_port()),
+                    **extra,
+                    **(env or {}),
+                },
+            )
+        finally:
+            if terminal is not None:
+                os.close(terminal)
+                os.close(stdin)
         return Run(result, state if scenario is not None else None)
 
     _start.work = work
@@ -108,8 +127,10 @@ def healthy_stack(ready_at: float = 4) -> dict:
 def test_help_lists_every_command(start):
     result = start("--help", scenario=None)
     assert result.code == 0
-    for command in ("up", "down [-v|--volumes]", "provision", "status", "ls", "cat KEY", "logs"):
+    for command in ("up", "down [-v|--volumes]", "export DIR", "provision", "status", "ls", "cat KEY", "logs"):
         assert f"./start.sh {command}" in result.stdout or f"./start.sh [{command}]" in result.stdout, command
+    # and what a user must know before using them
+    assert "DRAIN_TIMEOUT" in result.stdout and "overwritten" in result.stdout
 
 
 def test_help_works_by_a_relative_path_from_another_directory(start, tmp_path):
@@ -120,7 +141,19 @@ def test_help_works_by_a_relative_path_from_another_directory(start, tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--bogus"], ["down", "--bogus"], ["up", "extra"], ["down", "-v", "x"], ["provision", "x"], ["status", "x"]],
+    [
+        ["--bogus"],
+        ["bogus"],
+        ["down", "--bogus"],
+        ["up", "extra"],
+        ["down", "-v", "x"],
+        ["provision", "x"],
+        ["status", "x"],
+        ["export"],
+        ["export", ""],
+        ["export", "a", "b"],
+        ["export", "--to", "a"],
+    ],
 )
 def test_wrong_arguments_one_line_exit_2(start, args):
     result = start(*args)
@@ -416,14 +449,21 @@ def container_env(dotenv: dict[str, str]) -> dict[str, str]:
     return {k: str(v) for k, v in compose(dotenv)["services"]["localstack"]["environment"].items()}
 
 
+MIRROR_STATUS = "saved: 3 objects (0.1 MB) of s3://my-logs in /var/lib/pipeline"
+
+
 @pytest.fixture
 def stack_on_moto(aws, start):
-    """A running stack whose LocalStack is moto, with BUCKET_NAME=my-logs in .env."""
+    """A running stack whose LocalStack is moto, with BUCKET_NAME=my-logs in .env.
+
+    init/bucket_mirror.py (written on another branch) answers from a script here: its
+    `status` line is MIRROR_STATUS unless a test passes another answer."""
     settings = {"BUCKET_NAME": "my-logs"}
 
-    def _run(*args: str) -> Run:
+    def _run(*args: str, mirror_status: dict | None = None) -> Run:
         scenario = {**healthy_stack(), "exec_endpoint": aws, "container_env": container_env(settings)}
         scenario["services"] = {name: timeline((0, HEALTHY)) for name in ("localstack", "fluentd", "web")}
+        scenario["scripted"] = {"bucket_mirror.py status": mirror_status or {"output": MIRROR_STATUS}}
         return start(*args, scenario=scenario, dotenv="BUCKET_NAME=my-logs # my own bucket\n")
 
     return _run
@@ -438,6 +478,17 @@ def test_status_uses_the_stacks_settings_and_hints_its_commands(stack_on_moto, a
     assert result.code == 0, result.stdout + result.stderr
     assert "bucket    my-logs: 0 record object(s)" in result.stdout
     assert "nginx-accesslog:" not in result.stdout
+    # and what the saved logs hold comes last
+    assert result.stdout.rstrip().endswith(MIRROR_STATUS)
+
+
+def test_status_fails_when_the_saved_logs_cannot_be_read(stack_on_moto, aws):
+    import init_resource
+
+    assert init_resource.main(["--endpoint-url", aws, "--bucket", "my-logs", "--wait-timeout", "10"]) == 0
+    result = stack_on_moto("status", mirror_status={"exit": 1, "output": "bucket_mirror.py: error: no such folder"})
+    assert result.code == 1
+    assert "bucket    my-logs: 0 record object(s)" in result.stdout and "no such folder" in result.stdout
 
 
 def test_status_hint_when_missing_names_start_sh_provision(stack_on_moto):
@@ -506,7 +557,8 @@ def test_landing_page_and_closing_message_name_only_commands_that_exist(start):
     page = (ROOT / "nginx" / "html" / "index.html").read_text()
     result = start(scenario=healthy_stack())
     named = set(re.findall(r"\./start\.sh (\w+)", page + result.stdout))
-    assert named and named <= {"up", "down", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact"}
+    commands = {"up", "down", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact", "export"}
+    assert named and named <= commands
     assert "awslocal" not in page + result.stdout and "init_resource.py" not in page + result.stdout
 
 
@@ -588,3 +640,297 @@ def test_tools_need_the_running_stack(tools_on_moto, command):
     result = tools_on_moto(command, health="starting")
     assert result.code == 1 and result.stderr.count("\n") == 1
     assert "the stack is not running" in result.stderr and "start it with ./start.sh" in result.stderr
+
+
+# --- down: a graceful stop; down --volumes; export ------------------------------------------
+#
+# init/pipeline_cli.py drain and init/bucket_mirror.py (sync, export) are written on other
+# branches: in these tests the fake docker answers for them from the scenario ("scripted":
+# their output, exit code and how long they take), so what is proven here is start.sh's
+# side: the order of the steps, the time each may take, the messages and the exit codes.
+# fluentd's drain_status.sh is the real script where a test gives it files (fluentd_env).
+
+SERVICES = ("localstack", "fluentd", "web")
+DRAINED = "drain: 1 shard(s): every record before the marker is in S3 (2.1s)"
+SYNCED = "sync: saved 12 objects (1.4 MB) of s3://nginx-accesslog"
+
+
+def running_stack(**extra) -> dict:
+    """Every service up and healthy since second 0; the stream drains in 3 s, the mirror
+    saves in 1 s."""
+    scenario = {
+        "images_present": True,
+        "services": {name: timeline((0, HEALTHY)) for name in SERVICES},
+        "scripted": {
+            "pipeline_cli.py drain": {"output": DRAINED, "seconds": 3},
+            "bucket_mirror.py sync": {"output": SYNCED, "seconds": 1},
+        },
+    }
+    return {**scenario, **extra}
+
+
+def first(calls: list[list[str]], *prefix: str) -> int:
+    """Index of the first call that starts with prefix (fails the test when none does)."""
+    for index, call in enumerate(calls):
+        if call[: len(prefix)] == list(prefix):
+            return index
+    raise AssertionError(f"no call {prefix} in {calls}")
+
+
+DRAIN_STATUS = ("compose", "exec", "-T", "fluentd", "bash", "/fluentd/tools/drain_status.sh")
+STREAM_DRAIN = ("compose", "exec", "-T", "localstack", "python3", "/opt/pipeline/init/pipeline_cli.py", "drain")
+MIRROR_SYNC = ("compose", "exec", "-T", "localstack", "python3", "/opt/pipeline/init/bucket_mirror.py", "sync")
+
+
+def test_down_stops_nginx_then_waits_for_fluentd_then_drains_and_saves(start):
+    # given fluentd still has lines to read and send when the user stops the stack, and
+    # sends the last of them 4 s later; stopping fluentd takes 3 s
+    scenario = running_stack(
+        drain_status=[[0, "unread=300 buffered=50"], [2, "unread=0 buffered=120"], [4, "unread=0 buffered=0"]],
+        stop_seconds={"fluentd": 3},
+    )
+    result = start("down", scenario=scenario)
+    assert result.code == 0, result.stderr
+    calls = result.calls
+    # then nginx stops before fluentd is asked, fluentd stops only once it is done and
+    # before the stream's drain, the bucket is saved after the drain, and only then down
+    stop_web, asked, stop_fluentd = first(calls, "compose", "stop", "web"), first(calls, *DRAIN_STATUS), 0
+    stop_fluentd = first(calls, "compose", "stop", "fluentd")
+    drain, sync = first(calls, *STREAM_DRAIN), first(calls, *MIRROR_SYNC)
+    down = first(calls, "compose", "down", "--remove-orphans")
+    assert stop_web < asked < stop_fluentd < drain < sync < down == len(calls) - 1
+    assert not any(call[:6] == list(DRAIN_STATUS) for call in calls[stop_fluentd:])
+    assert ["compose", "stop", "fluentd"] in [call for at, call in result.timed_calls if at == 4]
+    # and the stream's drain gets what is left of DRAIN_TIMEOUT (120 - 4 - 3 s)
+    assert calls[drain][-2:] == ["--timeout", "113"]
+    assert calls[sync][-2:] == ["--timeout", "30"]
+    # and the user sees each step, fluentd's progress, the tools' own lines, and where
+    # the logs are kept
+    out = result.stdout
+    assert out.index("nginx stopped: no new requests") < out.index("fluentd: 300 bytes of the access log to read")
+    assert "fluentd: 300 bytes of the access log to read, 50 bytes to send (0s)" in out
+    assert "fluentd: 0 bytes of the access log to read, 120 bytes to send (2s)" in out
+    assert "fluentd: every line read and sent to Kinesis (4s)" in out
+    assert out.index("fluentd stopped") < out.index(DRAINED) < out.index(SYNCED)
+    lines = out.rstrip().splitlines()
+    assert "Docker volume centralized-logging-pipeline_saved-logs" in lines[-2] and "./start.sh" in lines[-2]
+    assert "./start.sh export DIR" in lines[-1]
+
+
+def test_fluentd_gets_at_most_DRAIN_TIMEOUT_and_what_is_left_is_kept_not_lost(start):
+    # given Kinesis refuses fluentd's puts: its buffer never empties
+    scenario = running_stack(drain_status=[[0, "unread=0 buffered=4096"]])
+    result = start("down", scenario=scenario, dotenv="DRAIN_TIMEOUT=20\n")
+    # then start.sh stops waiting within the bound (DRAIN_TIMEOUT from .env) ...
+    assert result.code == 0, result.stderr
+    (stopped_at,) = [at for at, call in result.timed_calls if call == ["compose", "stop", "fluentd"]]
+    assert 20 <= stopped_at <= 20 + fake_docker_poll()
+    # ... says how much is left and that it is not lost, and still drains the stream
+    # (for at least 10 s, though the budget is spent) and stops everything
+    assert "not done within DRAIN_TIMEOUT=20s: 4096 bytes are still in fluentd's volume" in result.stdout
+    assert "they are not lost: fluentd sends them at the next start" in result.stdout
+    (drain,) = [call for call in result.calls if call[:7] == list(STREAM_DRAIN)]
+    assert drain[-2:] == ["--timeout", "10"]
+    assert result.calls[-1] == ["compose", "down", "--remove-orphans"]
+
+
+def test_the_real_drain_status_script_decides_when_fluentd_is_done(start, tmp_path):
+    # given fluentd's files as the real drain_status.sh reads them in the container: two of
+    # three lines unread, and a 100-byte chunk in the buffer, never changing
+    log, state = tmp_path / "access.log", tmp_path / "fluentd-state"
+    line = '127.0.0.1 - - [27/Nov/2026:08:00:01 +0000] "GET / HTTP/1.1" 200 612 "-" "curl/8.5.0" "-"\n'
+    log.write_text(line * 3)
+    (state / "buffer" / "kinesis").mkdir(parents=True)
+    (state / "nginx-access.pos").write_text(f"{log}\t{len(line):016x}\t{log.stat().st_ino:016x}\n")
+    (state / "buffer" / "kinesis" / "buffer.b5f0c1a2b3c4d5e6f.log").write_bytes(b"x" * 100)
+    fluentd_env = {"ACCESS_LOG_PATH": str(log), "FLUENTD_STATE_DIR": str(state)}
+    result = start("down", scenario=running_stack(fluentd_env=fluentd_env), env={"DRAIN_TIMEOUT": "6"})
+    assert result.code == 0, result.stderr
+    left = 2 * len(line) + 100
+    assert f"fluentd: {2 * len(line)} bytes of the access log to read, 100 bytes to send (0s)" in result.stdout
+    assert f"{left} bytes are still in fluentd's volume" in result.stdout
+    # and once fluentd has read and sent everything, the same script lets the stop go on
+    (state / "nginx-access.pos").write_text(f"{log}\t{3 * len(line):016x}\t{log.stat().st_ino:016x}\n")
+    (state / "buffer" / "kinesis" / "buffer.b5f0c1a2b3c4d5e6f.log").unlink()
+    result = start("down", scenario=running_stack(fluentd_env=fluentd_env), env={"DRAIN_TIMEOUT": "6"})
+    assert "fluentd: every line read and sent to Kinesis (0s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("failing", "named"),
+    [
+        ("pipeline_cli.py drain", "the records still in the Kinesis stream"),
+        ("bucket_mirror.py sync", "the newest objects of the bucket"),
+    ],
+)
+def test_a_failed_drain_or_save_still_stops_everything_and_exits_1_naming_the_loss(start, failing, named):
+    scenario = running_stack()
+    scenario["scripted"][failing] = {"exit": 1, "output": f"{failing}: not done within the timeout", "seconds": 5}
+    result = start("down", scenario=scenario)
+    # then the rest still runs (the save after a failed drain; the stop in every case) ...
+    assert first(result.calls, *STREAM_DRAIN) < first(result.calls, *MIRROR_SYNC)
+    assert result.calls[-1] == ["compose", "down", "--remove-orphans"]
+    # ... and the exit code and the last line say what may be lost
+    assert result.code == 1
+    assert f"{failing}: not done within the timeout" in result.stdout
+    assert "Docker volume centralized-logging-pipeline_saved-logs" in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("start.sh: stopped, but these may be lost:") and named in last
+
+
+def test_fluentd_not_running_is_skipped(start):
+    scenario = running_stack()
+    scenario["services"]["fluentd"] = timeline((0, {"status": "exited", "exit": 1, "health": "unhealthy"}))
+    result = start("down", scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert "fluentd is not running" in result.stdout
+    assert not any(call[:6] == list(DRAIN_STATUS) for call in result.calls)
+    assert first(result.calls, *STREAM_DRAIN) < first(result.calls, "compose", "down")
+
+
+def test_localstack_not_running_skips_the_drain_and_the_save(start):
+    scenario = running_stack(drain_status=[[0, "unread=0 buffered=0"]])
+    del scenario["services"]["localstack"]
+    result = start("down", scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert "localstack is not running: nothing left to deliver or save" in result.stdout
+    assert not any("/opt/pipeline/init/pipeline_cli.py" in call for call in result.calls)
+    assert result.calls[-1] == ["compose", "down", "--remove-orphans"]
+
+
+def test_fluentd_that_cannot_be_asked_is_stopped_anyway(start):
+    scenario = running_stack(drain_status=[[0, {"exit": 126, "output": "OCI runtime exec failed: bash: not found"}]])
+    result = start("down", scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert "fluentd: could not ask what is left to send (OCI runtime exec failed" in result.stdout
+    assert result.clock < fake_docker_poll() + 5  # no waiting on an answer that never comes
+
+
+def test_a_wrong_DRAIN_TIMEOUT_stops_nothing(start):
+    result = start("down", scenario=running_stack(), env={"DRAIN_TIMEOUT": "2m"})
+    assert result.code == 1 and "DRAIN_TIMEOUT must be a number of seconds, not '2m'" in result.stderr
+    assert not any(call[:2] == ["compose", "stop"] or call[:2] == ["compose", "down"] for call in result.calls)
+
+
+def test_saved_logs_in_a_folder_are_named_by_their_path(start):
+    result = start("down", scenario=running_stack(), dotenv="SAVED_LOGS=./my-saved-logs\n")
+    assert result.code == 0, result.stderr
+    assert f"Your logs are kept in {start.work}/my-saved-logs (SAVED_LOGS)" in result.stdout
+
+
+# --- down --volumes -----------------------------------------------------------------------
+
+
+def test_down_volumes_says_what_it_deletes_before_deleting_and_drains_nothing(start):
+    # given a running stack and no terminal (a script: the flag is the consent)
+    result = start("down", "--volumes", scenario=running_stack(), merged=True)
+    assert result.code == 0, result.stdout
+    out = result.stdout
+    # then the warning names each thing deleted and how to keep the logs, before Compose
+    # reports deleting anything
+    warning = out.index("./start.sh down --volumes deletes, for good:")
+    assert warning < out.index("Volume centralized-logging-pipeline_saved-logs  Removed")
+    for deleted in (
+        "the saved logs: every object of the bucket (Docker volume centralized-logging-pipeline_saved-logs)",
+        "nginx's access log",
+        "fluentd's position in it and its buffer",
+    ):
+        assert warning < out.index(deleted) < out.index(" Removed"), deleted
+    assert out.index("./start.sh export DIR") < out.index(" Removed")
+    # and nothing is drained or saved first: all of it is going away
+    assert result.calls[-1] == ["compose", "down", "--remove-orphans", "--volumes"]
+    assert not any(call[:2] in (["compose", "stop"], ["compose", "exec"]) for call in result.calls)
+
+
+@pytest.mark.parametrize("answer", ["n\n", "\n", "no\n", "whatever\n"])
+def test_down_volumes_on_a_terminal_deletes_nothing_unless_the_user_says_yes(start, answer):
+    result = start("down", "-v", scenario=running_stack(), tty_input=answer)
+    assert result.code == 1
+    assert "Delete them? [y/N]" in result.stderr
+    assert "Nothing deleted." in result.stdout
+    assert not any(call[:2] in (["compose", "down"], ["compose", "stop"]) for call in result.calls)
+
+
+@pytest.mark.parametrize("answer", ["y\n", "yes\n"])
+def test_down_volumes_on_a_terminal_deletes_after_yes(start, answer):
+    result = start("down", "-v", scenario=running_stack(), tty_input=answer)
+    assert result.code == 0, result.stderr
+    assert "Delete them? [y/N]" in result.stderr
+    assert result.calls[-1] == ["compose", "down", "--remove-orphans", "--volumes"]
+
+
+def test_down_volumes_keeps_a_folder_of_the_users_and_says_so(start):
+    result = start("down", "--volumes", scenario={}, dotenv="SAVED_LOGS=/srv/pipeline-logs\n")
+    assert result.code == 0, result.stderr
+    assert "the saved logs:" not in result.stdout
+    assert "Your saved logs in /srv/pipeline-logs (SAVED_LOGS) are kept: delete that folder by hand" in result.stdout
+
+
+# --- export -------------------------------------------------------------------------------
+
+EXPORTED = {
+    "2026/11/27/08/nginx_access_log_0001.json": '{"request_uri": "/a"}\n',
+    "2026/11/27/09/nginx_access_log_0002.json": '{"request_uri": "/b"}\n',
+}
+
+
+def exporting(services: tuple[str, ...], export: dict | None = None) -> dict:
+    """A stack where `services` run; bucket_mirror.py export writes EXPORTED."""
+    scenario = running_stack()
+    scenario["services"] = {name: timeline((0, HEALTHY)) for name in services}
+    scenario["scripted"]["bucket_mirror.py export"] = export or {
+        "output": "export: 2 objects (44 bytes) to /tmp/export",
+        "files": EXPORTED,
+    }
+    return scenario
+
+
+def one_off(calls: list[list[str]]) -> tuple[int, str]:
+    """The export's `compose run` call: its index and its container's name."""
+    index = first(calls, "compose", "run")
+    return index, calls[index][calls[index].index("--name") + 1]
+
+
+def test_export_of_a_stopped_stack_copies_the_saved_files_into_the_users_folder(start, tmp_path):
+    # given a stopped stack, and a folder that already holds a file of the same name and
+    # one of the user's own; the user is elsewhere and names the folder relatively
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "out" / "2026/11/27/08").mkdir(parents=True)
+    (elsewhere / "out" / "2026/11/27/08/nginx_access_log_0001.json").write_text("old\n")
+    (elsewhere / "out" / "mine.txt").write_text("keep me\n")
+    result = start("export", "out", scenario=exporting(()), cwd=elsewhere, command=str(start.work / "start.sh"))
+    assert result.code == 0, result.stderr
+    # then a one-off localstack container (no dependencies started) runs the export, its
+    # files are copied out with `docker cp` (they belong to the user), and it is removed
+    index, name = one_off(result.calls)
+    run = result.calls[index]
+    assert run[-5:] == ["localstack", "/opt/pipeline/init/bucket_mirror.py", "export", "--to", "/tmp/export"]
+    assert "--no-deps" in run and run[run.index("--entrypoint") + 1] == "python3"
+    assert result.calls[index + 1] == ["cp", f"{name}:/tmp/export/.", str(elsewhere / "out")]
+    assert result.calls[-1] == ["rm", "-f", name]
+    assert not any(call[:2] == ["compose", "exec"] for call in result.calls)  # nothing runs to ask
+    for key, text in EXPORTED.items():
+        assert (elsewhere / "out" / key).read_text() == text
+    assert (elsewhere / "out" / "mine.txt").read_text() == "keep me\n"
+    assert "export: 2 objects (44 bytes) to /tmp/export" in result.stdout
+    assert f"Copied to {elsewhere / 'out'}" in result.stdout
+
+
+def test_export_of_a_running_stack_saves_the_newest_objects_first(start, tmp_path):
+    result = start("export", str(tmp_path / "new" / "folder"), scenario=exporting(SERVICES))
+    assert result.code == 0, result.stderr
+    index, _ = one_off(result.calls)
+    assert first(result.calls, *MIRROR_SYNC) < index
+    assert SYNCED in result.stdout
+    assert (tmp_path / "new" / "folder" / next(iter(EXPORTED))).exists()
+
+
+def test_a_failed_export_copies_nothing_and_leaves_no_container(start, tmp_path):
+    failed = {"exit": 1, "output": "bucket_mirror.py: error: /var/lib/pipeline is not readable"}
+    result = start("export", str(tmp_path / "out"), scenario=exporting((), export=failed))
+    assert result.code == 1
+    assert "not readable" in result.stdout and "the export failed" in result.stderr
+    _, name = one_off(result.calls)
+    assert not any(call[:1] == ["cp"] for call in result.calls)
+    assert result.calls[-1] == ["rm", "-f", name]
+    assert list((tmp_path / "out").iterdir()) == []

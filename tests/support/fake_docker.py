@@ -2,7 +2,8 @@
 
 It stands in for Docker where start.sh meets it: `docker info`, `compose version`,
 `compose up --detach --build`, `compose ps`, `inspect`, `image inspect`, `compose logs`,
-`compose exec`, `compose run` (the query tools), `compose stop` and `compose down`. It plays Compose's real behaviours,
+`compose exec`, `compose run` (the query tools, and one-off localstack containers),
+`compose stop`, `compose down`, `cp` and `rm`. It plays Compose's real behaviours,
 as docker/compose and moby document them (shared/facts, "Docker Compose v2"):
 `up --detach` blocks until each `service_healthy` dependency is healthy and then fails
 with "dependency failed to start"; a container that exited keeps its last health status;
@@ -21,15 +22,28 @@ A scenario (JSON) describes the machine:
    "provision": {"exit": 0, "output": "..."},             # `exec ... 10-provision.sh`
    "logs": {"localstack": "..."}, "provision_log": "...", "init_ready": "{...}",
    "exec_endpoint": "http://127.0.0.1:PORT",              # run init/, query/ tools against it
-   "web_url": "http://127.0.0.1:PORT"}                    # nginx, for traffic
+   "web_url": "http://127.0.0.1:PORT",                    # nginx, for traffic
+   "stop_seconds": {"fluentd": 3},                        # how long `compose stop X` takes
+   "drain_status": [[0, "unread=10 buffered=0"], [4, {"exit": 1, "output": "..."}]],
+   "fluentd_env": {"ACCESS_LOG_PATH": "...", "FLUENTD_STATE_DIR": "..."},
+   "scripted": {"pipeline_cli.py drain": {"exit": 0, "output": "...", "seconds": 5},
+                "bucket_mirror.py export": {"output": "...", "files": {"a/b.json": "..."}}}}
 A timeline is [[from_second, state], ...]; before its first entry the container does not
-exist. Unknown calls exit 0 and are recorded, like every call, in the calls file.
+exist. `compose stop` leaves a service exited from then on, `compose down` removes them all.
+In fluentd, `bash /fluentd/tools/drain_status.sh` runs the real script on the files that
+fluentd_env names, or answers from the drain_status timeline. An init/ command in
+localstack (exec, or a one-off `run --entrypoint python3`) answers as "scripted" says for
+"<script> <subcommand>" when it is there (for scripts other branches write), and otherwise
+runs the real script on the host. A one-off container's files live under the state folder
+until `rm`; `cp NAME:/path/. DIR` copies them out. Unknown calls exit 0 and are recorded,
+like every call, in the calls file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -46,6 +60,9 @@ SERVICES = ("localstack", "fluentd", "web")
 def install(bin_dir: Path, scenario: dict[str, Any], state_dir: Path) -> dict[str, str]:
     """Write docker, date and sleep stand-ins into bin_dir; return the env they read."""
     state_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in ("calls.jsonl", "stopped.json", "provisioned_at"):  # a new machine each time
+        (state_dir / leftover).unlink(missing_ok=True)
+    shutil.rmtree(state_dir / "containers", ignore_errors=True)
     (state_dir / "scenario.json").write_text(json.dumps(scenario))
     (state_dir / "clock").write_text("0")
     scripts = {
@@ -103,8 +120,31 @@ class Machine:
         text = _read(self.state, "provisioned_at")
         return float(text) if text else None
 
+    def stopped(self) -> dict[str, float]:
+        """Services stopped by `compose stop` (name -> when); "*" once `compose down` ran."""
+        return json.loads(_read(self.state, "stopped.json") or "{}")
+
+    def stop(self, names: list[str]) -> None:
+        stopped = self.stopped()
+        stopped.update(dict.fromkeys(names, self.now))
+        _write(self.state, "stopped.json", json.dumps(stopped))
+
+    def advance(self, seconds: float) -> None:
+        """Time a command takes, on the fake clock (as `sleep` does)."""
+        self.now += seconds
+        _write(self.state, "clock", str(self.now))
+
     def service(self, name: str) -> dict[str, Any] | None:
         """The service's container state now, or None when it does not exist."""
+        stopped = self.stopped()
+        if "*" in stopped:
+            return None
+        state = self.timeline_state(name)
+        if state is not None and name in stopped:
+            return {**state, "status": "exited", "exit": 0}
+        return state
+
+    def timeline_state(self, name: str) -> dict[str, Any] | None:
         timeline = self.scenario.get("services", {}).get(name, [])
         since = 0.0
         provisioned = self.provisioned_at()
@@ -139,6 +179,12 @@ def respond(machine: Machine, args: list[str]) -> int:
             fields = (state.get(k, d) for k, d in (("status", "running"), ("exit", 0), ("restarts", 0)))
             print(name, *fields, state.get("health", "none"))
         return code
+    if args[:1] == ["cp"]:
+        return copy_out(machine, args[1], args[2])
+    if args[:1] == ["rm"]:
+        for name in [a for a in args[1:] if not a.startswith("-")]:
+            shutil.rmtree(container_dir(machine, name), ignore_errors=True)
+        return 0
     if args[:1] != ["compose"]:
         return 0
     args = args[1:]
@@ -168,8 +214,120 @@ def respond(machine: Machine, args: list[str]) -> int:
     if command == "exec":
         return exec_in(machine, [a for a in rest if a not in ("-T", "--interactive")])
     if command == "run":
-        return run_tool(machine, [a for a in rest if a not in ("--rm", "--no-deps", "-T")])
+        return run(machine, rest)
+    if command == "stop":
+        names = [a for a in rest if a in SERVICES] or list(SERVICES)
+        for name in names:
+            if machine.service(name) is not None:
+                machine.advance(scenario.get("stop_seconds", {}).get(name, 0))
+        machine.stop(names)
+        return 0
+    if command == "down":
+        # Compose's progress lines (on stderr), which name what it deletes
+        project = "centralized-logging-pipeline"
+        for name in SERVICES:
+            if machine.service(name) is not None:
+                print(f" Container {project}-{name}-1  Removed", file=sys.stderr)
+        if "--volumes" in rest:
+            for volume in ("nginx-logs", "fluentd-state", "localstack-data", "saved-logs"):
+                print(f" Volume {project}_{volume}  Removed", file=sys.stderr)
+        machine.stop(["*"])
+        return 0
     return 0
+
+
+def container_dir(machine: Machine, name: str) -> str:
+    return os.path.join(machine.state, "containers", name)
+
+
+def copy_out(machine: Machine, source: str, target: str) -> int:
+    """`docker cp NAME:/path/. DIR`: a one-off container's files into DIR (merged)."""
+    name, _, path = source.partition(":")
+    root = container_dir(machine, name)
+    if not os.path.isdir(root):
+        print(f"Error response from daemon: No such container: {name}", file=sys.stderr)
+        return 1
+    inside = os.path.join(root, path.lstrip("/").removesuffix("/."))
+    if not os.path.isdir(inside):
+        print(f"Error response from daemon: Could not find the file {path} in container {name}", file=sys.stderr)
+        return 1
+    shutil.copytree(inside, target, dirs_exist_ok=True)
+    print(f"Successfully copied to {target}", file=sys.stderr)
+    return 0
+
+
+def run(machine: Machine, args: list[str]) -> int:
+    """`compose run [options] SERVICE CMD...`: the query tools, or a one-off container of
+    another service (start.sh's export)."""
+    options: dict[str, list[str]] = {}
+    while args and args[0].startswith("-"):
+        flag, args = args[0], args[1:]
+        if flag in ("--name", "--entrypoint", "-v", "--volume", "-u", "--user", "-e", "--env"):
+            options.setdefault(flag, []).append(args[0])
+            args = args[1:]
+    if args[:1] == ["query"]:
+        return run_tool(machine, args)
+    service, command = args[0], args[1:]
+    name = options.get("--name", [f"{service}-run"])[-1]
+    root = container_dir(machine, name)
+    os.makedirs(root, exist_ok=True)
+    if options.get("--entrypoint") == ["python3"] and command[0].startswith("/opt/pipeline/init/"):
+        return init_command(machine, command, root)
+    print(f"fake docker: no such one-off command: {args}", file=sys.stderr)
+    return 127
+
+
+def scripted(machine: Machine, command: list[str], root: str | None) -> int | None:
+    """The scenario's answer for `python3 /opt/pipeline/init/<script> <sub> ...`, or None."""
+    script = os.path.basename(command[0])
+    answer = machine.scenario.get("scripted", {}).get(f"{script} {command[1] if len(command) > 1 else ''}".strip())
+    if answer is None:
+        return None
+    machine.advance(answer.get("seconds", 0))
+    if answer.get("output"):
+        print(answer["output"])
+    if root is not None and "--to" in command:  # export: the files, inside the container
+        target = os.path.join(root, command[command.index("--to") + 1].lstrip("/"))
+        for key, text in answer.get("files", {}).items():
+            path = os.path.join(target, key)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as file:
+                file.write(text)
+    return answer.get("exit", 0)
+
+
+def init_command(machine: Machine, command: list[str], root: str | None = None) -> int:
+    """One of the project's init/ tools, as the LocalStack container runs it: its python3
+    and the environment compose gives LocalStack, against the test's emulator."""
+    import subprocess
+
+    code = scripted(machine, command, root)
+    if code is not None:
+        return code
+    scenario = machine.scenario
+    script = os.path.join(ROOT, "init", command[0].removeprefix("/opt/pipeline/init/"))
+    env = {**os.environ, **scenario.get("container_env", {}), "AWS_ENDPOINT_URL": scenario["exec_endpoint"]}
+    return subprocess.run([sys.executable, script, *command[1:]], env=env, check=False).returncode
+
+
+def drain_status(machine: Machine) -> int:
+    """`bash /fluentd/tools/drain_status.sh` in fluentd: the real script on real files, or
+    the scenario's answers over fake time."""
+    scenario = machine.scenario
+    if "fluentd_env" in scenario:
+        import subprocess
+
+        script = os.path.join(ROOT, "fluentd", "tools", "drain_status.sh")
+        env = {"PATH": "/usr/bin:/bin", **scenario["fluentd_env"]}
+        return subprocess.run(["/bin/bash", script], env=env, check=False).returncode
+    answer: Any = "unread=0 buffered=0"
+    for start, state in scenario.get("drain_status", []):
+        if machine.now >= start:
+            answer = state
+    if isinstance(answer, str):
+        answer = {"output": answer}
+    print(answer.get("output", ""))
+    return answer.get("exit", 0)
 
 
 def run_tool(machine: Machine, args: list[str]) -> int:
@@ -212,14 +370,10 @@ def exec_in(machine: Machine, args: list[str]) -> int:
         if outcome.get("exit", 0) == 0:
             _write(machine.state, "provisioned_at", str(machine.now))
         return outcome.get("exit", 0)
-    if command[:1] == ["python3"] and command[1].startswith("/opt/pipeline/init/"):
-        # the project's own tools, run as the container would: its python3 and the
-        # environment compose gives LocalStack, against the test's emulator
-        import subprocess
-
-        script = os.path.join(ROOT, "init", command[1].removeprefix("/opt/pipeline/init/"))
-        env = {**os.environ, **scenario.get("container_env", {}), "AWS_ENDPOINT_URL": scenario["exec_endpoint"]}
-        return subprocess.run([sys.executable, script, *command[2:]], env=env, check=False).returncode
+    if service == "localstack" and command[:1] == ["python3"] and command[1].startswith("/opt/pipeline/init/"):
+        return init_command(machine, command[1:])
+    if service == "fluentd" and command == ["bash", "/fluentd/tools/drain_status.sh"]:
+        return drain_status(machine)
     print(f"fake docker: no such command in the container: {command}", file=sys.stderr)
     return 127
 
