@@ -550,7 +550,7 @@ remove_export_container() {
 # Docker and user-namespace remapping) and macOS alike, and needs no bind mount of DIR
 # (no SELinux label, no uid of the container on the files).
 export_logs() {
-  local target=$1
+  local target=$1 output
   check_docker
   [[ "$target" == /* ]] || target=$invoked_from/$target
   mkdir -p -- "$target" || die "cannot create the folder $target"
@@ -562,9 +562,12 @@ export_logs() {
   fi
   EXPORT_CONTAINER="$(project_name)-export-$$"
   trap remove_export_container EXIT
-  docker compose run --no-deps -T --name "$EXPORT_CONTAINER" --entrypoint python3 localstack \
-    /opt/pipeline/init/bucket_mirror.py export --to /tmp/export ||
+  if ! output=$(docker compose run --no-deps -T --name "$EXPORT_CONTAINER" --entrypoint python3 localstack \
+    /opt/pipeline/init/bucket_mirror.py export --to /tmp/export); then
+    [[ -z "$output" ]] || echo "$output"
     die "the export failed (see above); nothing was copied to $target"
+  fi
+  echo "${output//\/tmp\/export/$target}" # its line names the user's folder, not the container's
   quietly docker cp "$EXPORT_CONTAINER:/tmp/export/." "$target" ||
     die "could not copy the exported files to $target (see above)"
   echo "Copied to $target (files there with the same names were replaced)."

@@ -456,14 +456,17 @@ MIRROR_STATUS = "saved: 3 objects (0.1 MB) of s3://my-logs in /var/lib/pipeline"
 def stack_on_moto(aws, start):
     """A running stack whose LocalStack is moto, with BUCKET_NAME=my-logs in .env.
 
-    init/bucket_mirror.py (written on another branch) answers from a script here: its
-    `status` line is MIRROR_STATUS unless a test passes another answer."""
+    init/bucket_mirror.py's `status` answers from a script (MIRROR_STATUS, or what a test
+    passes), or, given `saved_logs`, is the real script reading that folder."""
     settings = {"BUCKET_NAME": "my-logs"}
 
-    def _run(*args: str, mirror_status: dict | None = None) -> Run:
+    def _run(*args: str, mirror_status: dict | None = None, saved_logs: Path | None = None) -> Run:
         scenario = {**healthy_stack(), "exec_endpoint": aws, "container_env": container_env(settings)}
         scenario["services"] = {name: timeline((0, HEALTHY)) for name in ("localstack", "fluentd", "web")}
-        scenario["scripted"] = {"bucket_mirror.py status": mirror_status or {"output": MIRROR_STATUS}}
+        if saved_logs is None:
+            scenario["scripted"] = {"bucket_mirror.py status": mirror_status or {"output": MIRROR_STATUS}}
+        else:  # the real bucket_mirror.py, the saved-logs mount being this folder
+            scenario["container_env"]["PIPELINE_DATA_DIR"] = str(saved_logs)
         return start(*args, scenario=scenario, dotenv="BUCKET_NAME=my-logs # my own bucket\n")
 
     return _run
@@ -912,7 +915,7 @@ def test_export_of_a_stopped_stack_copies_the_saved_files_into_the_users_folder(
     for key, text in EXPORTED.items():
         assert (elsewhere / "out" / key).read_text() == text
     assert (elsewhere / "out" / "mine.txt").read_text() == "keep me\n"
-    assert "export: 2 objects (44 bytes) to /tmp/export" in result.stdout
+    assert f"export: 2 objects (44 bytes) to {elsewhere / 'out'}" in result.stdout  # the user's folder
     assert f"Copied to {elsewhere / 'out'}" in result.stdout
 
 
@@ -934,3 +937,48 @@ def test_a_failed_export_copies_nothing_and_leaves_no_container(start, tmp_path)
     assert not any(call[:1] == ["cp"] for call in result.calls)
     assert result.calls[-1] == ["rm", "-f", name]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# --- the same commands with the real init/bucket_mirror.py --------------------------------
+
+
+def saved_logs(folder, objects: dict[str, bytes]) -> None:
+    """Files as the watcher saves them: <data dir>/<bucket>/<key>."""
+    from bucket_mirror import Copy
+
+    copy = Copy(folder, "nginx-accesslog")
+    for key, body in objects.items():
+        copy.save(key, body)
+
+
+def test_export_runs_the_real_bucket_mirror_and_the_user_gets_the_same_bytes(start, tmp_path):
+    # given the saved-logs volume (here a folder) holding what the watcher saved, and a
+    # stopped stack
+    objects = {
+        "2026/11/27/08/nginx_access_log_a.json": b'{"request_uri":"/a"}\n',
+        "errors/2026/11/27/08/nginx_access_log_b.json.gz": bytes(range(256)),
+    }
+    saved_logs(tmp_path / "volume", objects)
+    scenario = exporting(())
+    del scenario["scripted"]["bucket_mirror.py export"]
+    scenario["container_env"] = {**container_env({}), "PIPELINE_DATA_DIR": str(tmp_path / "volume")}
+    # when the user exports
+    result = start("export", str(tmp_path / "out"), scenario=scenario)
+    # then bucket_mirror.py's own line is shown, and the folder holds the objects' bytes
+    assert result.code == 0, result.stderr
+    assert f"exported 2 objects (277 B) of s3://nginx-accesslog to {tmp_path / 'out'}\n" in result.stdout
+    out = tmp_path / "out"
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == objects
+
+
+def test_status_ends_with_the_real_saved_logs_line(stack_on_moto, aws, tmp_path):
+    import init_resource
+    from bucket_mirror import Copy
+
+    # given the stack provisioned, and one object saved in the saved-logs volume
+    assert init_resource.main(["--endpoint-url", aws, "--bucket", "my-logs", "--wait-timeout", "10"]) == 0
+    Copy(tmp_path / "volume", "my-logs").save("2026/11/27/08/a.json", b"{}\n")
+    result = stack_on_moto("status", saved_logs=tmp_path / "volume")
+    assert result.code == 0, result.stdout + result.stderr
+    folder = tmp_path / "volume" / "my-logs"
+    assert result.stdout.rstrip().endswith(f"saved: 1 objects (3 B) of s3://my-logs in {folder} (as of the last stop)")

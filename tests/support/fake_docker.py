@@ -306,8 +306,18 @@ def init_command(machine: Machine, command: list[str], root: str | None = None) 
         return code
     scenario = machine.scenario
     script = os.path.join(ROOT, "init", command[0].removeprefix("/opt/pipeline/init/"))
-    env = {**os.environ, **scenario.get("container_env", {}), "AWS_ENDPOINT_URL": scenario["exec_endpoint"]}
-    return subprocess.run([sys.executable, script, *command[1:]], env=env, check=False).returncode
+    rest = command[1:]
+    if root is not None and "--to" in rest:  # a one-off container's path: inside its folder
+        at = rest.index("--to") + 1
+        rest = [*rest[:at], os.path.join(root, rest[at].lstrip("/")), *rest[at + 1 :]]
+    endpoint = scenario.get("exec_endpoint", "http://127.0.0.1:9")
+    env = {**os.environ, **scenario.get("container_env", {}), "AWS_ENDPOINT_URL": endpoint}
+    if root is None:
+        return subprocess.run([sys.executable, script, *rest], env=env, check=False).returncode
+    # in a one-off container its paths are the container's: print them so
+    done = subprocess.run([sys.executable, script, *rest], env=env, check=False, stdout=subprocess.PIPE, text=True)
+    print(done.stdout.replace(root.rstrip("/"), ""), end="")
+    return done.returncode
 
 
 def drain_status(machine: Machine) -> int:
