@@ -267,9 +267,11 @@ localstack_verdict() {
 # restart loop, failed provisioning, compose itself failing), report it and exit.
 wait_for_stack() {
   local compose_pid=$1 compose_log=$2 timeout started elapsed service problem verdict waiting last_line="" line
+  local restoring=0 tick # seconds spent putting saved logs back: START_TIMEOUT does not count them
   timeout=$(setting START_TIMEOUT 600)
   [[ "$timeout" =~ ^[0-9]+$ ]] || die "START_TIMEOUT must be a number of seconds, not '$timeout'"
   started=$(now)
+  tick=$started
   while true; do
     waiting=""
     refresh_states
@@ -301,7 +303,11 @@ wait_for_stack() {
       wait "$compose_pid" || fail_compose "$compose_log"
       compose_pid=""
     fi
-    elapsed=$(($(now) - started))
+    if [[ "$verdict" == *"restoring s3://"* ]]; then
+      restoring=$((restoring + $(now) - tick))
+    fi
+    tick=$(now)
+    elapsed=$((tick - started))
     [[ -z "$waiting" ]] && break
     line="waiting for $waiting"
     if [[ -t 1 ]]; then
@@ -310,7 +316,7 @@ wait_for_stack() {
       echo "$line (${elapsed}s)"
     fi
     last_line=$line
-    if ((elapsed >= timeout)); then
+    if ((elapsed - restoring >= timeout)); then
       printf '\n' >&2
       die "not ready after ${timeout}s (waiting for $waiting); see 'docker compose logs ${waiting%%:*}', or raise START_TIMEOUT in .env"
     fi

@@ -46,6 +46,19 @@ def verdict(report: dict, provision_state: str | None = None) -> tuple[bool, str
     return True, "provisioned"
 
 
+def restore_progress(log: Path) -> str | None:
+    """The restore's last progress line in the hook's log, while it is the last line: a
+    start after a long day of traffic spends minutes putting the saved objects back."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 4096))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    last = lines[-1].strip() if lines else ""
+    return last if last.startswith("restoring s3://") else None
+
+
 def read_state(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8").strip() or None
@@ -62,7 +75,8 @@ def main(argv: list[str]) -> int:
         print(f"not ready: {exc}")
         return 1
     ready, reason = verdict(report if isinstance(report, dict) else {}, read_state(state_file()))
-    print(reason)
+    progress = None if ready else restore_progress(state_file().with_name("provision.log"))
+    print(f"{reason}; {progress}" if progress else reason)
     return 0 if ready else 1
 
 

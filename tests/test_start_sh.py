@@ -394,6 +394,45 @@ def test_a_stack_that_never_becomes_ready_times_out_with_what_it_waited_for(star
     assert "not ready after 60s" in result.stderr and "waiting for localstack" in result.stderr
 
 
+def test_putting_the_saved_logs_back_shows_its_progress_and_is_not_counted_in_start_timeout(start):
+    # given a restore of a long day's saved logs that takes 200 s, START_TIMEOUT 60
+    restoring = "provisioning still running: 10-provision.sh; restoring s3://nginx-accesslog: {} of 90,000 objects"
+    scenario = {
+        "images_present": True,
+        "up": {"at": 230, "exit": 0},
+        "services": {
+            "localstack": timeline(
+                (1, STARTING),
+                (5, {**STARTING, "verdict": restoring.format("1,200")}),
+                (100, {**STARTING, "verdict": restoring.format("45,000")}),
+                (205, STARTING),
+                (230, HEALTHY),
+            ),
+            "fluentd": timeline((230, HEALTHY)),
+            "web": timeline((230, HEALTHY)),
+        },
+    }
+    result = start(scenario=scenario, env={"START_TIMEOUT": "60"})
+    # then it waits (25 s outside the restore is within 60 s), showing how far the restore is
+    assert result.code == 0, result.stderr
+    assert f"waiting for localstack: {restoring.format('1,200')} (" in result.stdout
+    assert f"waiting for localstack: {restoring.format('45,000')} (" in result.stdout
+
+
+def test_start_timeout_still_counts_the_time_after_the_restore(start):
+    restoring = "provisioning still running: 10-provision.sh; restoring s3://nginx-accesslog: 1 of 9 objects"
+    scenario = {
+        "images_present": True,
+        "up": {"at": 1000, "exit": 1},
+        "services": {"localstack": timeline((1, STARTING), (5, {**STARTING, "verdict": restoring}), (105, STARTING))},
+    }
+    result = start(scenario=scenario, env={"START_TIMEOUT": "60"})
+    assert result.code == 1
+    # 100 s of restore are not counted: it gives up 60 s of other waiting later
+    assert 160 <= result.clock <= 160 + BOUND
+    assert "not ready after 60s" in result.stderr
+
+
 # --- provision, down ------------------------------------------------------------------
 
 

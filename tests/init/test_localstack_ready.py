@@ -82,3 +82,43 @@ def test_script_when_nothing_listens(tmp_path):
         env={"PIPELINE_STATE_DIR": str(tmp_path)},
     )
     assert result.returncode == 1 and result.stdout.startswith("not ready")
+
+
+def test_while_the_saved_logs_are_restored_the_reason_says_how_far(tmp_path):
+    # given the hook still running, its log ending with the restore's progress line
+    (tmp_path / "provision.state").write_text("running\n")
+    (tmp_path / "provision.log").write_text("restoring s3://nginx-accesslog: 5,000 of 13,990 objects (1.2 GB), 20 s\n")
+    running = {"completed": False, "scripts": [{"name": "10-provision.sh", "state": "RUNNING"}]}
+    server = serve(lambda path: (200, json.dumps(running).encode()))
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PIPELINE_STATE_DIR": str(tmp_path)},
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 1
+    assert result.stdout == (
+        "provisioning still running: 10-provision.sh; "
+        "restoring s3://nginx-accesslog: 5,000 of 13,990 objects (1.2 GB), 20 s\n"
+    )
+    # once the restore is over (another line follows), the reason is the plain one
+    with (tmp_path / "provision.log").open("a") as log:
+        log.write("restored 13,990 objects (7.3 GB) to s3://nginx-accesslog in 108.2 s\n")
+    server = serve(lambda path: (200, json.dumps(running).encode()))
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
+        again = subprocess.run(
+            [sys.executable, str(SCRIPT), url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PIPELINE_STATE_DIR": str(tmp_path)},
+        )
+    finally:
+        server.shutdown()
+    assert again.stdout == "provisioning still running: 10-provision.sh\n"
