@@ -42,6 +42,7 @@ SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CONTROL_PREFIX = "_pipeline/"  # the function's control objects: not log data
 DRAIN_PREFIX = CONTROL_PREFIX + "drain/"
 PROGRESS_EVERY = 5.0  # seconds between drain's progress lines
+DRAIN_STAMP = re.compile(r"\d{8}T\d{6}Z")  # how a drain id starts: when it was made
 
 
 class Failure(Exception):
@@ -233,7 +234,7 @@ def drain(kinesis: Any, s3: Any, stream: str, bucket: str, timeout: float, inter
             )
             next_progress = elapsed + PROGRESS_EVERY
         time.sleep(min(interval, max(0.0, timeout - elapsed)))
-    for key in acknowledged:
+    for key in acknowledged + leftover_acks(s3, bucket, marker):
         s3.delete_object(Bucket=bucket, Key=key)
     if pending:
         print(
@@ -260,6 +261,19 @@ def list_shards(kinesis: Any, stream: str) -> list[dict[str, Any]]:
         if not token:
             return shards
         response = kinesis.list_shards(NextToken=token)
+
+
+def leftover_acks(s3: Any, bucket: str, drain: str) -> list[str]:
+    """Acknowledgements of drains started before this one: late ones, of drains that timed
+    out or were interrupted before the function caught up. (Drains run one at a time.)"""
+    started = drain.split("-", 1)[0]
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=DRAIN_PREFIX):
+        for item in page.get("Contents", []):
+            other = item["Key"][len(DRAIN_PREFIX) :].split("/", 1)[0]
+            if DRAIN_STAMP.fullmatch(other.split("-", 1)[0]) and other.split("-", 1)[0] < started:
+                keys.append(item["Key"])
+    return keys
 
 
 def object_exists(s3: Any, bucket: str, key: str) -> bool:

@@ -158,3 +158,22 @@ def test_ls_does_not_list_control_objects(aws, s3_client, bucket, capsys):
     # unless asked for by prefix
     assert pipeline_cli.main(["--endpoint-url", aws, "ls", "_pipeline/"]) == 0
     assert "_pipeline/drain/x/" in capsys.readouterr().out
+
+
+def test_drain_deletes_late_acknowledgements_of_earlier_drains_only(
+    aws, two_shards, run_mapping, handler_module, s3_client, bucket
+):
+    # given acknowledgements of an earlier drain (that timed out), a later one, and a foreign one
+    keys = {
+        "earlier": "_pipeline/drain/20200101T000000Z-aaaaaaaa/shardId-000000000000.json",
+        "later": "_pipeline/drain/29991231T000000Z-bbbbbbbb/shardId-000000000000.json",
+        "foreign": "_pipeline/drain/by-hand/shardId-000000000000.json",
+    }
+    for key in keys.values():
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"{}\n")
+    run_mapping(handler_module.handler)
+    # when a drain succeeds
+    code, _, err = drain(aws, "--timeout", "30", "--interval", "0.1")
+    # then the earlier drain's is gone with its own; the others are not its to delete
+    assert code == 0, err
+    assert sorted(bucket_objects(s3_client, bucket, "_pipeline/")) == sorted([keys["later"], keys["foreign"]])
