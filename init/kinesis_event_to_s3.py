@@ -6,6 +6,10 @@ becomes one typed JSON object in `YYYY/MM/DD/HH/` (the request's own UTC hour); 
 other line, and every record that cannot be decoded, is kept under `errors/` (hour of
 arrival) with its bytes in base64, in the spirit of Firehose's `processing-failed`.
 
+A record `{"pipeline_drain": "<id>"}` is a drain marker (`pipeline_cli.py drain`): it
+becomes no line; once every record before it on its shard is in S3, the function writes
+`_pipeline/drain/<id>/<shardId>.json`, which the drain waits for.
+
 Delivery is at least once, so object keys are derived from the batch alone (arrival
 time, shard and sequence number of the object's first record): a re-delivered batch
 rewrites the same keys with the same bytes, and two different batches never share one.
@@ -38,6 +42,7 @@ BUCKET_NAME = os.environ.get("BUCKET_NAME", "nginx-accesslog")
 COMPRESSION = os.environ.get("COMPRESSION", "").strip().lower()
 KEY_PREFIX = "nginx_access_log"
 ERROR_PREFIX = "errors/"
+DRAIN_PREFIX = "_pipeline/drain/"  # control objects: `_` keeps them out of Athena and the mirror
 
 s3 = boto3.client("s3")  # created once per execution environment, reused by every call
 
@@ -275,6 +280,35 @@ class Problem:
     raw: bytes
 
 
+@dataclass(frozen=True)
+class DrainMarker:
+    """A record put by `pipeline_cli.py drain`: acknowledge it once all before it landed."""
+
+    drain_id: str
+
+
+DRAIN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DRAIN_KEY = b'"pipeline_drain"'
+
+
+def drain_marker(payload: bytes) -> DrainMarker | Problem | None:
+    """`{"pipeline_drain": "<id>"}` -> its marker; a Problem for such an object with a bad id
+    (kept in errors/ like any undecodable record); None for anything else. An object with a
+    "message" is a log line (fluentd sends nothing else), never a marker."""
+    if _DRAIN_KEY not in payload or not payload.lstrip().startswith(b"{"):
+        return None
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(document, dict) or "pipeline_drain" not in document or "message" in document:
+        return None
+    drain_id = document["pipeline_drain"]
+    if not isinstance(drain_id, str) or DRAIN_ID_RE.fullmatch(drain_id) is None:
+        return Problem("InvalidDrainMarker", "pipeline_drain is not an id of 1-64 letters, digits, _ or -", payload)
+    return DrainMarker(drain_id)
+
+
 def payload_lines(payload: bytes) -> Iterator[str | Problem]:
     """Log lines of one user record: fluentd JSON (`{"message": ...}`) or raw lines."""
     if not payload.strip():
@@ -336,8 +370,11 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def record_lines(data: str) -> list[str | Problem]:
-    """Log lines of one Kinesis record's base64 `data`, through any KPL aggregation."""
+def record_lines(data: str) -> list[str | Problem | DrainMarker]:
+    """Log lines of one Kinesis record's base64 `data`, through any KPL aggregation; or the
+    record's drain marker. A marker inside an aggregated record is not one (it becomes an
+    error record): the acknowledgement speaks of the records before the marker's own
+    sequence number, which a user record inside an aggregate does not have."""
     try:
         decoded = binascii.a2b_base64(data, strict_mode=True)
     except (binascii.Error, ValueError):
@@ -346,8 +383,14 @@ def record_lines(data: str) -> list[str | Problem]:
         inner = kpl_user_records(decoded)
     except ProtobufError as exc:
         return [Problem("InvalidAggregatedRecord", f"KPL record: {exc}", decoded)]
-    lines: list[str | Problem] = []
-    for payload in inner if inner is not None else (decoded,):
+    if inner is None:
+        line = _fluentd_line(decoded)
+        if line is not None:
+            return [line]
+        marker = drain_marker(decoded)
+        return [marker] if marker is not None else list(payload_lines(decoded))
+    lines: list[str | Problem | DrainMarker] = []
+    for payload in inner:
         line = _fluentd_line(payload)
         if line is not None:
             lines.append(line)
@@ -441,7 +484,13 @@ def error_line(problem: Problem, shard_id: str, kinesis: dict[str, Any]) -> str:
 
 @dataclass
 class Batch:
-    """What one invocation turns into: objects by hour, and counts for the log line."""
+    """What one invocation turns into: objects by hour, and counts for the log line.
+
+    A drain marker ends the batch: `ack` acknowledges it, and the records after it
+    (from `resume_from`) are left to the next invocation. So no object of this batch holds
+    a record after the marker, and a failed acknowledgement is retried from the marker
+    without rewriting anything.
+    """
 
     compression: str = ""
     objects: dict[str, S3Object] = field(default_factory=dict)
@@ -449,6 +498,8 @@ class Batch:
     lines: int = 0
     parsed: int = 0
     errors: int = 0
+    ack: S3Object | None = None
+    resume_from: str | None = None
 
     def slot(self, prefix_hour: str, event_record: dict[str, Any]) -> S3Object:
         """The object of this hour, named after the first record that goes into it."""
@@ -462,8 +513,17 @@ class Batch:
         return slot
 
 
-def record_results(data: str) -> Iterator[tuple[str, str] | Problem]:
-    """(hour prefix, record JSON) for each parsed line of one record, a Problem for the rest."""
+def drain_ack(marker: DrainMarker, event_record: dict[str, Any]) -> S3Object:
+    """The acknowledgement object of a marker: one JSON line, keyed by drain id and shard."""
+    shard_id = _shard_id(event_record)
+    sequence_number = event_record["kinesis"]["sequenceNumber"]
+    line = json.dumps({"drain": marker.drain_id, "shardId": shard_id, "sequenceNumber": sequence_number})
+    return S3Object(f"{DRAIN_PREFIX}{marker.drain_id}/{shard_id}.json", [line], [sequence_number])
+
+
+def record_results(data: str) -> Iterator[tuple[str, str] | Problem | DrainMarker]:
+    """(hour prefix, record JSON) for each parsed line of one record, a Problem for the rest,
+    or the record's drain marker."""
     fast = fluentd_record_json(data)
     if fast is not None:
         yield fast
@@ -477,7 +537,8 @@ def record_results(data: str) -> Iterator[tuple[str, str] | Problem]:
 
 
 def build_batch(event_records: list[dict[str, Any]], compression: str = "") -> Batch:
-    """Parse every record of an event into per-hour record objects and error objects."""
+    """Parse the records of an event, up to the first drain marker, into per-hour record
+    objects, error objects and the marker's acknowledgement."""
     batch = Batch(compression, records=len(event_records))
     objects = batch.objects
     lines = parsed = 0
@@ -490,12 +551,23 @@ def build_batch(event_records: list[dict[str, Any]], compression: str = "") -> B
                 parsed += 1
                 slot = objects.get(item[0]) or batch.slot(item[0], event_record)
                 slot.lines.append(item[1])
+            elif item.__class__ is DrainMarker:
+                break
             else:
                 lines += item.code == "UnparsableLine"
                 batch.errors += 1
                 slot = batch.slot(ERROR_PREFIX + _arrival(kinesis).strftime("%Y/%m/%d/%H"), event_record)
                 slot.lines.append(error_line(item, _shard_id(event_record), kinesis))
             slot.sequence_numbers.append(sequence_number)
+        else:
+            continue
+        # a drain marker (the record's only item): acknowledge it, leave the rest for later
+        batch.ack = drain_ack(item, event_record)
+        handled = event_records.index(event_record) + 1
+        batch.records = handled
+        if handled < len(event_records):
+            batch.resume_from = event_records[handled]["kinesis"]["sequenceNumber"]
+        break
     batch.lines, batch.parsed = lines, parsed
     return batch
 
@@ -520,7 +592,23 @@ def _try_put(s3_object: S3Object, compression: str, failures: list[str]) -> bool
 
 
 def write_batch(batch: Batch, compression: str, failures: list[str]) -> str | None:
-    """Put every object; return the sequence number the mapping must retry from, if any.
+    """Put every object, then the drain acknowledgement; return the sequence number the
+    mapping must retry (or, after a marker, resume) from, if any.
+
+    The acknowledgement is put only when every object landed, so it exists only once every
+    record before the marker is in S3; it is the last put, so nothing after it can undo
+    that. Should it fail, the retry starts at the marker (no object holds a later record).
+    """
+    retry_from = write_objects(batch, compression, failures)
+    if retry_from is not None or batch.ack is None:
+        return retry_from
+    if not _try_put(batch.ack, "", failures):
+        return batch.ack.first_sequence_number()
+    return batch.resume_from
+
+
+def write_objects(batch: Batch, compression: str, failures: list[str]) -> str | None:
+    """Put every record and error object; return the sequence number to retry from, if any.
 
     The retry re-reads the shard from that number, so an object that landed must not hold
     lines of records at or after it (they would land twice): such an object is rewritten,
@@ -563,6 +651,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
         parsed=batch.parsed,
         errors=batch.errors,
         objects=len(batch.objects),
+        drainMarkers=0 if batch.ack is None else 1,
         putFailures=failures,
         retryFrom=retry_from,
         milliseconds=round((time.perf_counter() - started) * 1000, 1),
