@@ -731,7 +731,8 @@ def status(aws: Aws, settings: Settings) -> bool:
             hints.append(f"the function fails on batches: read its logs ({run['function logs']})")
     if _bucket_exists(aws, settings.bucket):
         errors = _count_keys(aws, settings.bucket, "errors/")
-        records = _count_keys(aws, settings.bucket, "") - errors
+        # `_pipeline/` holds control objects (drain acknowledgements), never records
+        records = _count_keys(aws, settings.bucket, "") - errors - _count_keys(aws, settings.bucket, "_pipeline/")
         print(f"bucket    {settings.bucket}: {records} record object(s), {errors} error object(s)")
         if records == 0 and not hints:
             hints.append(

@@ -307,6 +307,17 @@ def test_status_reports_each_part_and_hints(run):
     assert "hint: no records yet" in out
 
 
+def test_status_counts_no_control_object_as_a_record(run, clients):
+    # given a drain's acknowledgement left in the bucket (a drain that timed out)
+    run()
+    s3 = clients("s3")
+    s3.put_object(Bucket="nginx-accesslog", Key="_pipeline/drain/x/shardId-000000000000.json", Body=b"{}\n")
+    s3.put_object(Bucket="nginx-accesslog", Key="2026/11/27/10/a.json", Body=b"{}\n")
+    code, out, _ = run("--status")
+    assert code == 0
+    assert "bucket    nginx-accesslog: 1 record object(s), 0 error object(s)" in out
+
+
 def test_unreachable_endpoint_fails_clearly_within_the_timeout():
     started = time.monotonic()
     result = subprocess.run(
