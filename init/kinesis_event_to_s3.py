@@ -542,9 +542,10 @@ def build_batch(event_records: list[dict[str, Any]], compression: str = "") -> B
     batch = Batch(compression, records=len(event_records))
     objects = batch.objects
     lines = parsed = 0
-    for event_record in event_records:
+    for index, event_record in enumerate(event_records):
         kinesis = event_record["kinesis"]
         sequence_number = kinesis["sequenceNumber"]
+        marker = None
         for item in record_results(kinesis.get("data", "")):
             if item.__class__ is tuple:
                 lines += 1
@@ -552,6 +553,7 @@ def build_batch(event_records: list[dict[str, Any]], compression: str = "") -> B
                 slot = objects.get(item[0]) or batch.slot(item[0], event_record)
                 slot.lines.append(item[1])
             elif item.__class__ is DrainMarker:
+                marker = item  # a marker is its record's only item
                 break
             else:
                 lines += item.code == "UnparsableLine"
@@ -559,15 +561,12 @@ def build_batch(event_records: list[dict[str, Any]], compression: str = "") -> B
                 slot = batch.slot(ERROR_PREFIX + _arrival(kinesis).strftime("%Y/%m/%d/%H"), event_record)
                 slot.lines.append(error_line(item, _shard_id(event_record), kinesis))
             slot.sequence_numbers.append(sequence_number)
-        else:
-            continue
-        # a drain marker (the record's only item): acknowledge it, leave the rest for later
-        batch.ack = drain_ack(item, event_record)
-        handled = event_records.index(event_record) + 1
-        batch.records = handled
-        if handled < len(event_records):
-            batch.resume_from = event_records[handled]["kinesis"]["sequenceNumber"]
-        break
+        if marker is not None:  # acknowledge it; the records after it go to the next invocation
+            batch.ack = drain_ack(marker, event_record)
+            batch.records = index + 1
+            if index + 1 < len(event_records):
+                batch.resume_from = event_records[index + 1]["kinesis"]["sequenceNumber"]
+            break
     batch.lines, batch.parsed = lines, parsed
     return batch
 
