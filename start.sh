@@ -545,9 +545,11 @@ down() {
 
 # --- export: the saved logs, copied to a folder of the user's ---------------------------
 
-EXPORT_CONTAINER=""
+EXPORT_CONTAINER="" EXPORT_NETWORK_ONLY=""
 remove_export_container() {
   if [[ -n "$EXPORT_CONTAINER" ]]; then docker rm -f "$EXPORT_CONTAINER" >/dev/null 2>&1 || true; fi
+  # the stack was down: `compose run` created its network only for the export
+  if [[ -n "$EXPORT_NETWORK_ONLY" ]]; then docker compose down >/dev/null 2>&1 || true; fi
 }
 
 # bucket_mirror.py export writes the files inside a one-off container of the localstack
@@ -566,6 +568,7 @@ export_logs() {
     docker compose exec -T localstack python3 /opt/pipeline/init/bucket_mirror.py sync --timeout "$SYNC_TIMEOUT" ||
       echo "start.sh: note: the newest objects may be missing from the export (see above)" >&2
   fi
+  [[ -n "$(docker compose ps --all --quiet 2>/dev/null || true)" ]] || EXPORT_NETWORK_ONLY=1
   EXPORT_CONTAINER="$(project_name)-export-$$"
   trap remove_export_container EXIT
   if ! output=$(docker compose run --no-deps -T --name "$EXPORT_CONTAINER" --entrypoint python3 localstack \

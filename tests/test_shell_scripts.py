@@ -12,6 +12,7 @@ SCRIPTS = sorted(
     {
         *ROOT.glob("*.sh"),
         *ROOT.glob("init/**/*.sh"),
+        *ROOT.glob("fluentd/**/*.sh"),
         *ROOT.glob("bench/**/*.sh"),
         *ROOT.glob("image/**/*.sh"),
         ROOT / ".ci" / "run",
@@ -21,7 +22,8 @@ SCRIPTS = sorted(
 
 def test_scripts_found():
     names = {p.relative_to(ROOT).as_posix() for p in SCRIPTS}
-    assert {"start.sh", "test.sh", ".ci/run", "init/ready.d/10-provision.sh"} <= names
+    assert {"start.sh", "test.sh", ".ci/run", "init/ready.d/10-provision.sh", "init/shutdown.d/10-save.sh"} <= names
+    assert "fluentd/tools/drain_status.sh" in names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -949,7 +949,8 @@ def test_export_of_a_stopped_stack_copies_the_saved_files_into_the_users_folder(
     assert run[-5:] == ["localstack", "/opt/pipeline/init/bucket_mirror.py", "export", "--to", "/tmp/export"]
     assert "--no-deps" in run and run[run.index("--entrypoint") + 1] == "python3"
     assert result.calls[index + 1] == ["cp", f"{name}:/tmp/export/.", str(elsewhere / "out")]
-    assert result.calls[-1] == ["rm", "-f", name]
+    # and the network `compose run` created for it goes too (the stack was down)
+    assert result.calls[-2:] == [["rm", "-f", name], ["compose", "down"]]
     assert not any(call[:2] == ["compose", "exec"] for call in result.calls)  # nothing runs to ask
     for key, text in EXPORTED.items():
         assert (elsewhere / "out" / key).read_text() == text
@@ -964,6 +965,7 @@ def test_export_of_a_running_stack_saves_the_newest_objects_first(start, tmp_pat
     index, _ = one_off(result.calls)
     assert first(result.calls, *MIRROR_SYNC) < index
     assert SYNCED in result.stdout
+    assert ["compose", "down"] not in result.calls  # the running stack stays as it is
     assert (tmp_path / "new" / "folder" / next(iter(EXPORTED))).exists()
 
 
@@ -974,7 +976,7 @@ def test_a_failed_export_copies_nothing_and_leaves_no_container(start, tmp_path)
     assert "not readable" in result.stdout and "the export failed" in result.stderr
     _, name = one_off(result.calls)
     assert not any(call[:1] == ["cp"] for call in result.calls)
-    assert result.calls[-1] == ["rm", "-f", name]
+    assert result.calls[-2:] == [["rm", "-f", name], ["compose", "down"]]
     assert list((tmp_path / "out").iterdir()) == []
 
 

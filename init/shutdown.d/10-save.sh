@@ -8,7 +8,7 @@
 # but its own, so the function cannot write to S3 any more. `./start.sh down` drains it
 # before it stops LocalStack; a stop of LocalStack alone loses what the stream still held
 # (the last second or so of lines, see the README's "Persistence").
-set -uo pipefail
+set -euo pipefail
 
 init_dir=${PIPELINE_INIT_DIR:-/opt/pipeline/init}
 endpoint=${PIPELINE_ENDPOINT:-http://localhost:4566}

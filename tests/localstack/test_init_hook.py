@@ -82,6 +82,7 @@ def test_healthcheck_follows_the_hook_from_before_start_to_success(localstack_in
         localstack.stop()
     # and stopping it ended every process it started (hooks, kinesis-mock, functions)
     assert not group_alive(localstack.process.pid)
+    assert localstack.survivors == set()
 
 
 def test_healthcheck_after_a_failing_hook(failing_localstack):

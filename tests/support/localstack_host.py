@@ -170,6 +170,8 @@ class LocalStack:
     extra_hooks: dict[str, str] = field(default_factory=dict)  # file name -> script text
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    survivors: set[int] = field(default_factory=set)  # processes of the last stop still alive after it
+    _family: set[int] = field(default_factory=set)
 
     @property
     def endpoint(self) -> str:
@@ -354,10 +356,12 @@ class LocalStack:
     def terminate(self, grace: float = 60) -> None:
         """Stop as `docker stop` does: SIGTERM to LocalStack alone (the container's main
         process), which runs its shutdown hooks and stops its services; after `grace` s
-        (compose's stop_grace_period), or once it has exited, SIGKILL to whatever is left."""
+        (compose's stop_grace_period), or once it has exited, SIGKILL to whatever is left
+        (Docker ends every process of the container with its main one)."""
         process = self.process
         if process is None:
             return
+        self._family = family(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -369,28 +373,78 @@ class LocalStack:
         process = self.process
         if process is None:
             return
+        members = self._family | family(process.pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        _kill_all(members)
         process.wait(timeout=30)
-        wait_until(lambda: not group_alive(process.pid), 10, interval=0.1)
-        self.process = None
+        wait_until(lambda: not group_alive(process.pid) and not alive(members), 10, interval=0.1)
+        self.survivors = alive(members)
+        self.process, self._family = None, set()
 
     def stop(self, grace: float = 15) -> None:
-        """SIGTERM to the whole process group, SIGKILL to whatever is left after `grace` s."""
+        """SIGTERM to the whole process group, SIGKILL to whatever is left after `grace` s.
+
+        kinesis-mock runs in a session of its own (LocalStack starts it so): it is found as
+        LocalStack's child before the signals, and killed if it outlives LocalStack."""
         process = self.process
         if process is None:
             return
+        members = family(process.pid)
         pgid = process.pid  # start_new_session: the group's id is LocalStack's pid
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace)
         # what it started may outlive it for a moment; whatever is left then gets SIGKILL
-        if not wait_until(lambda: not group_alive(pgid), 3, interval=0.1):
+        if not wait_until(lambda: not group_alive(pgid) and not alive(members), 3, interval=0.1):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+            _kill_all(members)
             process.wait(timeout=30)
-            wait_until(lambda: not group_alive(pgid), 10, interval=0.1)
+            wait_until(lambda: not group_alive(pgid) and not alive(members), 10, interval=0.1)
+        self.survivors = alive(members)
+
+
+def family(pid: int) -> set[int]:
+    """`pid` and every process it started, as `ps` sees them now (Linux and macOS)."""
+    listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True, check=False)
+    children: dict[int, list[int]] = {}
+    for line in listing.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(fields[0]))
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo.extend(children.get(current, ()))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of `pids` that still run (a zombie does not)."""
+    running = set()
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        stat = Path(f"/proc/{pid}/stat")
+        with contextlib.suppress(OSError, IndexError):
+            if stat.read_text().rsplit(") ", 1)[1].startswith("Z"):
+                continue
+        running.add(pid)
+    return running
+
+
+def _kill_all(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def group_alive(pgid: int) -> bool:

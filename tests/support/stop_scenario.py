@@ -129,6 +129,7 @@ def stop_with_traffic(stack: LocalStack, workdir: Path, how: str, rate: float = 
         accepted = shipper.shipped
         stopped_at = time.monotonic()
         getattr(stack, how)()
+        assert stack.survivors == set(), "a process of the stopped LocalStack outlived it"
         stack.start()
         restart = time.monotonic() - stopped_at
         writer.stop()
