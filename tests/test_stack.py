@@ -72,6 +72,17 @@ def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
     assert (copy / "start.sh").exists() and not (copy / ".env").exists()
 
 
+def stack_s3(env: dict[str, str]):
+    """The stack's S3, on the LocalStack port this test's stack publishes."""
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{env['LOCALSTACK_PORT']}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     copy = isolated_checkout(tmp_path_factory.mktemp("stack"))
@@ -96,13 +107,7 @@ def test_a_request_arrives_in_s3_as_its_record(stack):
     except urllib.error.HTTPError as exc:
         assert exc.code == 404
     # then its record lands in the bucket within seconds
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{env['LOCALSTACK_PORT']}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    s3 = stack_s3(env)
 
     def record_of_our_request() -> dict | None:
         for key, body in bucket_objects(s3, "nginx-accesslog").items():
@@ -154,13 +159,7 @@ def test_a_request_made_just_before_down_is_back_after_the_next_start_once(stack
     assert "Your logs are kept in the Docker volume" in stopped.stdout
     assert run().returncode == 0
     # then the request's record is in the bucket exactly once, and in an export
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{env['LOCALSTACK_PORT']}",
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    s3 = stack_s3(env)
     records = [
         record
         for key, body in bucket_objects(s3, "nginx-accesslog").items()

@@ -57,20 +57,25 @@ def test_script_exit_code(tmp_path, body, status, state, code):
     # given LocalStack's answer and, maybe, the hook's state file
     if state is not None:
         (tmp_path / "provision.state").write_text(state)
+    result = run_healthcheck(tmp_path, status, body)
+    assert result.returncode == code, result.stdout
+    assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def run_healthcheck(state_dir: Path, status: int, body: bytes) -> subprocess.CompletedProcess:
+    """The healthcheck script against a LocalStack stand-in answering `status`, `body`."""
     server = serve(lambda path: (status, body))
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
-        result = subprocess.run(
+        return subprocess.run(
             [sys.executable, str(SCRIPT), url],
             capture_output=True,
             text=True,
             timeout=30,
-            env={"PIPELINE_STATE_DIR": str(tmp_path)},
+            env={"PIPELINE_STATE_DIR": str(state_dir)},
         )
     finally:
         server.shutdown()
-    assert result.returncode == code, result.stdout
-    assert result.stdout.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_script_when_nothing_listens(tmp_path):
@@ -88,19 +93,8 @@ def test_while_the_saved_logs_are_restored_the_reason_says_how_far(tmp_path):
     # given the hook still running, its log ending with the restore's progress line
     (tmp_path / "provision.state").write_text("running\n")
     (tmp_path / "provision.log").write_text("restoring s3://nginx-accesslog: 5,000 of 13,990 objects (1.2 GB), 20 s\n")
-    running = {"completed": False, "scripts": [{"name": "10-provision.sh", "state": "RUNNING"}]}
-    server = serve(lambda path: (200, json.dumps(running).encode()))
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
-        result = subprocess.run(
-            [sys.executable, str(SCRIPT), url],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={"PIPELINE_STATE_DIR": str(tmp_path)},
-        )
-    finally:
-        server.shutdown()
+    running = json.dumps({"completed": False, "scripts": [{"name": "10-provision.sh", "state": "RUNNING"}]}).encode()
+    result = run_healthcheck(tmp_path, 200, running)
     assert result.returncode == 1
     assert result.stdout == (
         "provisioning still running: 10-provision.sh; "
@@ -109,16 +103,4 @@ def test_while_the_saved_logs_are_restored_the_reason_says_how_far(tmp_path):
     # once the restore is over (another line follows), the reason is the plain one
     with (tmp_path / "provision.log").open("a") as log:
         log.write("restored 13,990 objects (7.3 GB) to s3://nginx-accesslog in 108.2 s\n")
-    server = serve(lambda path: (200, json.dumps(running).encode()))
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/_localstack/init/ready"
-        again = subprocess.run(
-            [sys.executable, str(SCRIPT), url],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={"PIPELINE_STATE_DIR": str(tmp_path)},
-        )
-    finally:
-        server.shutdown()
-    assert again.stdout == "provisioning still running: 10-provision.sh\n"
+    assert run_healthcheck(tmp_path, 200, running).stdout == "provisioning still running: 10-provision.sh\n"
