@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, unquote_plus
 
 import init_resource  # beside this file: the same flags, endpoint and error wording
@@ -148,15 +148,19 @@ class Copy:
                 path = Path(directory, name)
                 yield relative_to_key(path.relative_to(self.folder).as_posix()), path
 
-    def save(self, key: str, body: bytes) -> None:
-        """Write atomically: a reader (or a restore after a crash) sees old or new, never half."""
+    def save(self, key: str, body: bytes | BinaryIO) -> None:
+        """Write atomically: a reader (or a restore after a crash) sees old or new, never
+        half. A stream is copied in chunks: a merged hour may be hundreds of MB."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".saving-", dir=path.parent)
         try:
             os.fchmod(handle, 0o644)  # readable by `./start.sh export`, which runs as the user
             with os.fdopen(handle, "wb") as file:
-                file.write(body)
+                if isinstance(body, bytes):
+                    file.write(body)
+                else:
+                    shutil.copyfileobj(body, file, 1024 * 1024)
             Path(temporary).replace(path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -312,12 +316,13 @@ def save_object(s3: Any, copy: Copy, key: str) -> int:
     current object (not trusting the event) keeps order right whatever order events come in.
     """
     try:
-        body = s3.get_object(Bucket=copy.bucket, Key=key)["Body"].read()
+        answer = s3.get_object(Bucket=copy.bucket, Key=key)
     except s3.exceptions.NoSuchKey:
         copy.forget(key)
         return 0
-    copy.save(key, body)
-    return len(body)
+    with answer["Body"] as body:
+        copy.save(key, body)
+    return answer["ContentLength"]
 
 
 def catch_up(s3: Any, copy: Copy) -> int:
