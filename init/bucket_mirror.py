@@ -388,12 +388,18 @@ def queue_depth(sqs: Any, url: str) -> int:
 
 
 def daemon_alive(state_dir: Path) -> bool:
+    """Whether the watcher of the pid file runs. After `docker compose restart` the file
+    may name another process (the container keeps /tmp): its command line must match too."""
     try:
         pid = int((state_dir / "mirror.pid").read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return False
-    return True
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): the pid alone
+    return any(part.endswith(b"bucket_mirror.py") for part in command) and b"watch" in command
 
 
 def sync(s3: Any, sqs: Any, copy: Copy, state_dir: Path, timeout: float, clock: Callable[[], float]) -> str:

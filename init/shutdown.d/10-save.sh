@@ -18,8 +18,10 @@ export PIPELINE_STATE_DIR=$state_dir
 status=0
 echo "pipeline: saving the logs before LocalStack stops"
 python3 "$init_dir/bucket_mirror.py" --endpoint-url "$endpoint" sync --timeout 40 || status=1
-pid_file=$state_dir/mirror.pid
-if [[ -f "$pid_file" ]] && pid=$(<"$pid_file") && kill "$pid" 2>/dev/null; then
+# stop the watcher the ready.d hook started (its pid file, and its command line: see there)
+pid=$(cat "$state_dir/mirror.pid" 2>/dev/null || true)
+if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'bucket_mirror.py .*watch'; then
+  kill "$pid" 2>/dev/null || true
   for _ in $(seq 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1

@@ -148,21 +148,31 @@ def test_restore_with_nothing_saved_leaves_the_bucket_to_provisioning(aws, clien
 
 
 @pytest.fixture
-def watcher(clients, tmp_path):
-    """The daemon's loop in a thread, as `watch` runs it, its pid file naming this process."""
-    s3, sqs = clients
+def watcher(aws, clients, tmp_path):
+    """`bucket_mirror.py watch` as the hook starts it: a process of its own, its pid file."""
+    s3, _ = clients
     s3.create_bucket(Bucket=BUCKET)
     state = tmp_path / "state"
     state.mkdir()
-    (state / "mirror.pid").write_text(str(os.getpid()))
     copy = Copy(tmp_path / "saved", BUCKET)
-    url = bucket_mirror.subscribe(s3, sqs, BUCKET)
-    running = bucket_mirror.Watcher(s3, sqs, copy, url)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
+    log = (tmp_path / "watcher.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--endpoint-url", aws, "--data-dir", str(copy.root), "watch"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PIPELINE_STATE_DIR": str(state)},
+    )
+    (state / "mirror.pid").write_text(str(process.pid))
+    assert wait_until(lambda: "watching s3://" in (tmp_path / "watcher.log").read_text(), 30, interval=0.1)
     yield copy, state
-    running.stopping.set()
-    thread.join(timeout=10)
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+def hung_watcher() -> subprocess.Popen:
+    """A process whose command line is the watcher's but that never reads its queue."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "bucket_mirror.py", "watch"])
 
 
 def test_the_watcher_saves_new_objects_forgets_deleted_ones_and_skips_control_objects(aws, clients, watcher):
@@ -213,17 +223,37 @@ def test_sync_without_a_watcher_compares_the_bucket_with_the_copy(aws, clients, 
 
 
 def test_sync_times_out_with_one_line_when_the_watcher_does_not_answer(aws, clients, tmp_path):
-    # given a pid file naming a live process that is not watching (this one), and a queue
+    # given a queue, and a pid file naming a watcher that hangs
     s3, sqs = clients
     s3.create_bucket(Bucket=BUCKET)
     bucket_mirror.subscribe(s3, sqs, BUCKET)
     state = tmp_path / "state"
     state.mkdir()
-    (state / "mirror.pid").write_text(str(os.getpid()))
-    result = run_cli("sync", "--timeout", "1", endpoint=aws, data_dir=tmp_path / "saved", state_dir=state)
+    hung = hung_watcher()
+    try:
+        (state / "mirror.pid").write_text(str(hung.pid))
+        result = run_cli("sync", "--timeout", "1", endpoint=aws, data_dir=tmp_path / "saved", state_dir=state)
+    finally:
+        hung.kill()
+        hung.wait()
     assert result.returncode == 1
     assert result.stderr.startswith("bucket_mirror.py: error: not saved within 1 s: ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_pid_file_left_from_before_a_restart_names_no_watcher(aws, clients, tmp_path):
+    # given a pid file whose number now belongs to another live process (this test's)
+    s3, _ = clients
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="x.json", Body=b"{}\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "mirror.pid").write_text(str(os.getpid()))
+    # when sync runs, then it does not wait for a watcher that is not there: it compares
+    result = run_cli("sync", "--timeout", "5", endpoint=aws, data_dir=tmp_path / "saved", state_dir=state)
+    assert result.returncode == 0, result.stderr
+    assert "(the watcher was not running)" in result.stdout
+    assert (tmp_path / "saved" / BUCKET / "x.json").exists()
 
 
 # --- status and export ---------------------------------------------------------------------
