@@ -452,9 +452,9 @@ wait_for_fluentd() {
 where_the_logs_are() {
   saved_logs_place
   if [[ "$SAVED_KIND" == folder ]]; then
-    echo "Your logs are kept in $SAVED_WHERE (SAVED_LOGS): ./start.sh puts them back in the bucket."
+    echo "Your logs are kept in $SAVED_WHERE (SAVED_LOGS); the next start (./start.sh) puts them back in the bucket."
   else
-    echo "Your logs are kept in the Docker volume $SAVED_WHERE: ./start.sh puts them back in the bucket."
+    echo "Your logs are kept in the Docker volume $SAVED_WHERE; the next start (./start.sh) puts them back in the bucket."
   fi
   echo "To copy them to a folder (JSON Lines files): ./start.sh export DIR"
 }
