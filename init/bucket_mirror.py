@@ -14,6 +14,7 @@ every line in it written twice. Stops drain the stream into the bucket first ins
     bucket_mirror.py watch       save each object the queue names (a daemon; first it
                                  saves whatever the bucket holds and the copy lacks)
     bucket_mirror.py sync        wait until every object now in the bucket is saved
+    bucket_mirror.py stop-watcher   stop the watcher (before a new one starts; at shutdown)
     bucket_mirror.py status      how much is saved, where
     bucket_mirror.py export --to DIR   copy the saved files to DIR (no S3 needed)
 
@@ -387,19 +388,37 @@ def queue_depth(sqs: Any, url: str) -> int:
     return sum(int(attributes.get(name, 0)) for name in names)
 
 
-def daemon_alive(state_dir: Path) -> bool:
-    """Whether the watcher of the pid file runs. After `docker compose restart` the file
-    may name another process (the container keeps /tmp): its command line must match too."""
+def watcher_pid(state_dir: Path) -> int | None:
+    """The running watcher's pid, from the pid file the ready.d hook writes. After `docker
+    compose restart` the file may name another process (the container keeps /tmp), or an
+    exited one not yet reaped: its command line must be the watcher's too."""
     try:
         pid = int((state_dir / "mirror.pid").read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
-        return False
+        return None
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return True  # no /proc (macOS): the pid alone
-    return any(part.endswith(b"bucket_mirror.py") for part in command) and b"watch" in command
+        return pid  # no /proc (macOS): the pid alone
+    watching = any(part.endswith(b"bucket_mirror.py") for part in command) and b"watch" in command
+    return pid if watching else None
+
+
+def stop_watcher(state_dir: Path, timeout: float) -> str | None:
+    """SIGTERM to the running watcher, SIGKILL after `timeout` s (it may be saving a large
+    object); what was done, or None when no watcher runs."""
+    pid = watcher_pid(state_dir)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while watcher_pid(state_dir) == pid:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return f"stopped the watcher (pid {pid}) with SIGKILL after {timeout:g} s"
+        time.sleep(0.1)
+    return f"stopped the watcher (pid {pid})"
 
 
 def sync(s3: Any, sqs: Any, copy: Copy, state_dir: Path, timeout: float, clock: Callable[[], float]) -> str:
@@ -411,7 +430,7 @@ def sync(s3: Any, sqs: Any, copy: Copy, state_dir: Path, timeout: float, clock: 
     by then. Without the daemon: compare the bucket with the copy and save what differs.
     """
     deadline = clock() + timeout
-    if not daemon_alive(state_dir):
+    if watcher_pid(state_dir) is None:
         if bucket_objects(s3, copy.bucket) is None:
             return f"no bucket {copy.bucket}: nothing to save"
         saved = catch_up(s3, copy)
@@ -484,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync_command = commands.add_parser("sync", help="wait until every object in the bucket is saved")
     sync_command.add_argument("--timeout", type=float, default=30, help="seconds (default 30)")
     commands.add_parser("status", help="how much is saved, and where")
+    stop_command = commands.add_parser("stop-watcher", help="stop the running watcher (the hooks)")
+    stop_command.add_argument("--timeout", type=float, default=10, help="seconds before SIGKILL (default 10)")
     export_command = commands.add_parser("export", help="copy the saved files to a folder")
     export_command.add_argument("--to", type=Path, required=True, help="the folder (created if missing)")
     return parser
@@ -498,9 +519,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             print(export(copy, args.to))
             return 0
+        if args.command == "stop-watcher":
+            stopped = stop_watcher(args.state_dir, args.timeout)
+            if stopped:
+                print(stopped)
+            return 0
         if args.command == "status":
             count, size = folder_size(copy)
-            watching = "kept up to date" if daemon_alive(args.state_dir) else "as of the last stop"
+            watching = "as of the last stop" if watcher_pid(args.state_dir) is None else "kept up to date"
             print(f"saved: {count:,} objects ({human_size(size)}) of s3://{args.bucket} in {copy.folder} ({watching})")
             return 0
         s3, sqs = clients(args)

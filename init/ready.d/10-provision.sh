@@ -30,28 +30,10 @@ mirror() {
   python3 "$init_dir/bucket_mirror.py" --endpoint-url "$endpoint" "$@"
 }
 
-# The watcher a previous run started, if it still runs. The pid file may be left from
-# before a `docker compose restart` (the container keeps /tmp): its number then names some
-# other process, or none, so the command line must be the watcher's too.
-running_watcher() {
-  local pid
-  pid=$(cat "$state_dir/mirror.pid" 2>/dev/null) || return 1
-  [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'bucket_mirror.py .*watch' &&
-    echo "$pid"
-}
-
-# One watcher at a time: a re-run replaces the one a previous run started (SIGTERM, then
-# SIGKILL after 10 s: it may be saving a large object).
+# One watcher at a time: a re-run replaces the one a previous run started.
 start_watcher() {
-  local pid_file=$state_dir/mirror.pid pid
-  if pid=$(running_watcher); then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
+  local pid_file=$state_dir/mirror.pid
+  mirror stop-watcher
   # Its output goes to a file: a pipe would keep this hook's `tee` open.
   nohup python3 "$init_dir/bucket_mirror.py" --endpoint-url "$endpoint" watch \
     >>"$state_dir/mirror.log" 2>&1 </dev/null &

@@ -18,13 +18,5 @@ export PIPELINE_STATE_DIR=$state_dir
 status=0
 echo "pipeline: saving the logs before LocalStack stops"
 python3 "$init_dir/bucket_mirror.py" --endpoint-url "$endpoint" sync --timeout 40 || status=1
-# stop the watcher the ready.d hook started (its pid file, and its command line: see there)
-pid=$(cat "$state_dir/mirror.pid" 2>/dev/null || true)
-if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'bucket_mirror.py .*watch'; then
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-fi
+python3 "$init_dir/bucket_mirror.py" --endpoint-url "$endpoint" stop-watcher --timeout 5 || status=1
 exit "$status"

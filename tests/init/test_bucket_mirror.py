@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -173,6 +174,37 @@ def watcher(aws, clients, tmp_path):
 def hung_watcher() -> subprocess.Popen:
     """A process whose command line is the watcher's but that never reads its queue."""
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "bucket_mirror.py", "watch"])
+
+
+IGNORES_SIGTERM = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ignoring SIGTERM", flush=True)
+time.sleep(60)
+"""
+
+
+def test_stop_watcher_ends_the_watcher_and_only_the_watcher(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    # given a pid file naming another live process (this one): nothing to stop
+    (state / "mirror.pid").write_text(str(os.getpid()))
+    assert bucket_mirror.stop_watcher(state, timeout=5) is None
+    # given a watcher: SIGTERM ends it
+    watcher = hung_watcher()
+    (state / "mirror.pid").write_text(str(watcher.pid))
+    assert wait_until(lambda: bucket_mirror.watcher_pid(state) == watcher.pid, 10, interval=0.05)
+    assert bucket_mirror.stop_watcher(state, timeout=5) == f"stopped the watcher (pid {watcher.pid})"
+    assert watcher.wait(timeout=5) == -signal.SIGTERM
+    # given one that ignores SIGTERM (busy saving): SIGKILL after the timeout
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c", IGNORES_SIGTERM, "bucket_mirror.py", "watch"], stdout=subprocess.PIPE, text=True
+    )
+    assert stubborn.stdout.readline() == "ignoring SIGTERM\n"
+    (state / "mirror.pid").write_text(str(stubborn.pid))
+    stopped = bucket_mirror.stop_watcher(state, timeout=0.5)
+    assert stopped == f"stopped the watcher (pid {stubborn.pid}) with SIGKILL after 0.5 s"
+    assert stubborn.wait(timeout=5) == -signal.SIGKILL
 
 
 def test_the_watcher_saves_new_objects_forgets_deleted_ones_and_skips_control_objects(aws, clients, watcher):

@@ -8,16 +8,16 @@ image.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import boto3
+import bucket_mirror
 import pytest
 from support.compose import ROOT
+from support.localstack_host import alive
 from support.net import wait_until
 
 HOOK = ROOT / "init" / "ready.d" / "10-provision.sh"
@@ -26,25 +26,11 @@ STARTED: list[Path] = []  # state folders of hooks run by this test: their watch
 
 @pytest.fixture(autouse=True)
 def stop_watchers():
-    """The hook leaves init/bucket_mirror.py's watcher running, as in the container: stop it."""
+    """The hook leaves init/bucket_mirror.py's watcher running, as in the container: stop
+    it as the shutdown hook does."""
     yield
     while STARTED:
-        pid_file = STARTED.pop() / "mirror.pid"
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text())
-            os.kill(pid, signal.SIGTERM)
-            wait_until(lambda pid=pid: not alive(pid), 10, interval=0.1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    # a zombie (exited, not yet reaped by its parent) counts as gone
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    return True
+        bucket_mirror.stop_watcher(STARTED.pop(), timeout=10)
 
 
 def run_hook(endpoint: str, state_dir: Path, **env: str) -> subprocess.CompletedProcess:
@@ -125,7 +111,7 @@ def test_the_hook_restores_saved_objects_before_it_provisions_and_starts_one_wat
     body = s3.get_object(Bucket="nginx-accesslog", Key="2026/11/27/10/nginx_access_log_a.json")["Body"].read()
     assert body == b'{"status":200}\n'
     # and one watcher runs: the second run replaced the first, and it saves new objects
-    assert not alive(first_watcher)
-    assert alive(int((tmp_path / "state" / "mirror.pid").read_text()))
+    assert alive({first_watcher}) == set()
+    assert bucket_mirror.watcher_pid(tmp_path / "state") not in (None, first_watcher)
     s3.put_object(Bucket="nginx-accesslog", Key="new.json", Body=b"{}\n")
     assert wait_until((tmp_path / "saved-logs" / "nginx-accesslog" / "new.json").exists, 30, interval=0.2)
