@@ -263,10 +263,25 @@ localstack_verdict() {
   docker compose exec -T localstack python3 /opt/pipeline/init/localstack_ready.py 2>/dev/null || true
 }
 
+# One progress line: rewritten in place on a terminal, else printed when it changes.
+PROGRESS_LAST=""
+progress() {
+  if [[ -t 1 ]]; then
+    printf '\r%-100.100s' "$1 ($2s)"
+  elif [[ "$1" != "$PROGRESS_LAST" ]]; then
+    echo "$1 ($2s)"
+  fi
+  PROGRESS_LAST=$1
+}
+end_progress() {
+  if [[ -t 1 && -n "$PROGRESS_LAST" ]]; then printf '\n'; fi
+  PROGRESS_LAST=""
+}
+
 # Until every service is healthy; from the moment a failure is knowable (exited container,
 # restart loop, failed provisioning, compose itself failing), report it and exit.
 wait_for_stack() {
-  local compose_pid=$1 compose_log=$2 timeout started elapsed service problem verdict waiting last_line="" line
+  local compose_pid=$1 compose_log=$2 timeout started elapsed service problem verdict waiting
   local restoring=0 tick # seconds spent putting saved logs back: START_TIMEOUT does not count them
   timeout=$(setting START_TIMEOUT 600)
   [[ "$timeout" =~ ^[0-9]+$ ]] || die "START_TIMEOUT must be a number of seconds, not '$timeout'"
@@ -309,20 +324,14 @@ wait_for_stack() {
     tick=$(now)
     elapsed=$((tick - started))
     [[ -z "$waiting" ]] && break
-    line="waiting for $waiting"
-    if [[ -t 1 ]]; then
-      printf '\r%-100.100s' "$line (${elapsed}s)"
-    elif [[ "$line" != "$last_line" ]]; then
-      echo "$line (${elapsed}s)"
-    fi
-    last_line=$line
+    progress "waiting for $waiting" "$elapsed"
     if ((elapsed - restoring >= timeout)); then
-      printf '\n' >&2
+      end_progress
       die "not ready after ${timeout}s (waiting for $waiting); see 'docker compose logs ${waiting%%:*}', or raise START_TIMEOUT in .env"
     fi
     sleep "$POLL_SECONDS"
   done
-  if [[ -t 1 ]]; then printf '\n'; fi
+  end_progress
   if [[ -n "$compose_pid" ]]; then wait "$compose_pid" || fail_compose "$compose_log"; fi
 }
 
@@ -404,21 +413,6 @@ quietly() {
     echo "$output" >&2
     return 1
   fi
-}
-
-# One progress line: rewritten in place on a terminal, else printed when it changes.
-PROGRESS_LAST=""
-progress() {
-  if [[ -t 1 ]]; then
-    printf '\r%-100.100s' "$1 ($2s)"
-  elif [[ "$1" != "$PROGRESS_LAST" ]]; then
-    echo "$1 ($2s)"
-  fi
-  PROGRESS_LAST=$1
-}
-end_progress() {
-  if [[ -t 1 && -n "$PROGRESS_LAST" ]]; then printf '\n'; fi
-  PROGRESS_LAST=""
 }
 
 # Until fluentd has read the whole access log and Kinesis has accepted its whole buffer
