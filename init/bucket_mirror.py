@@ -43,6 +43,8 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, unquote_plus
 
 import init_resource  # beside this file: the same flags, endpoint and error wording
+from init_resource import Failure  # an error reported as one line
+from pipeline_cli import describe  # the same wording, and the bucket's absence
 
 CONTROL_PREFIX = "_pipeline/"  # drain acknowledgements, sync barriers: never saved
 BARRIER_PREFIX = CONTROL_PREFIX + "barrier/"
@@ -50,10 +52,6 @@ NOTIFICATION_ID = "pipeline-saved-logs"
 STATE_FOLDER = ".mirror"  # beside the buckets' folders; bucket names never start with "."
 PROGRESS_SECONDS = 5.0
 INTERNAL_CALL_HEADER = "x-localstack-data"
-
-
-class Failure(Exception):
-    """An error to report as one line, without a traceback."""
 
 
 # --- keys and files: pure functions ----------------------------------------------------
@@ -551,14 +549,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"bucket_mirror.py: error: {describe(exc)}", file=sys.stderr)
         return 1
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, Failure):
-        return str(exc)
-    if init_resource.error_code(exc) == "NoSuchBucket":
-        return "the bucket does not exist: is the pipeline provisioned? (./start.sh status)"
-    return init_resource.describe(exc)
 
 
 if __name__ == "__main__":

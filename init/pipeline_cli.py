@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import init_resource  # beside this file: the same flags, endpoint and error wording
+from init_resource import Failure  # an error reported as one line
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -43,10 +44,6 @@ CONTROL_PREFIX = "_pipeline/"  # the function's control objects: not log data
 DRAIN_PREFIX = CONTROL_PREFIX + "drain/"
 PROGRESS_EVERY = 5.0  # seconds between drain's progress lines
 DRAIN_STAMP = re.compile(r"\d{8}T\d{6}Z")  # how a drain id starts: when it was made
-
-
-class Failure(Exception):
-    """An error to report as one line, without a traceback."""
 
 
 def duration(text: str) -> int:
@@ -337,8 +334,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe(exc: BaseException) -> str:
     """One line for any failure: init_resource.py's wording, and the bucket's absence."""
-    if isinstance(exc, Failure):
-        return str(exc)
     if init_resource.error_code(exc) == "NoSuchBucket":
         return "the bucket does not exist: is the pipeline provisioned? (status shows what is missing)"
     return init_resource.describe(exc)
