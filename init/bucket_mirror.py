@@ -465,15 +465,16 @@ def folder_size(copy: Copy) -> tuple[int, int]:
 
 def export(copy: Copy, target: Path) -> str:
     """Copy the saved files to `target`, the bucket's tree as folders (no S3 needed)."""
-    count, size = folder_size(copy)
-    if count == 0:
+    saved = [path for _, path in copy.files()]
+    if not saved:
         raise Failure(f"nothing saved for s3://{copy.bucket} in {copy.folder}")
-    target.mkdir(parents=True, exist_ok=True)
-    for key, path in copy.files():
-        destination = target / key_to_relative(key)
+    size = 0
+    for path in saved:
+        destination = target / path.relative_to(copy.folder)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, destination)
-    return f"exported {count:,} objects ({human_size(size)}) of s3://{copy.bucket} to {target}"
+        size += path.stat().st_size
+    return f"exported {len(saved):,} objects ({human_size(size)}) of s3://{copy.bucket} to {target}"
 
 
 def log(message: str) -> None:
