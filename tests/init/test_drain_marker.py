@@ -158,8 +158,8 @@ def test_records_after_a_marker_are_left_to_the_next_invocation(handler_module, 
     assert uris(s3_client, bucket) == ["/0", "/1", "/3", "/4"]
 
 
-def test_failed_put_before_the_marker_writes_no_acknowledgement(handler_module, s3_client, bucket):
-    # given 08h, 09h, 08h lines and a marker, and the 09h object failing once
+def hours_then_a_marker() -> tuple[list[str], list[KinesisRecord]]:
+    """Lines of 08h, 09h and 08h again, then a marker: their sequence numbers and records."""
     seqs = sequence_numbers(4)
     records = [
         KinesisRecord(line(0), seqs[0]),
@@ -167,6 +167,12 @@ def test_failed_put_before_the_marker_writes_no_acknowledgement(handler_module, 
         KinesisRecord(line(2), seqs[2]),
         KinesisRecord(marker(), seqs[3]),
     ]
+    return seqs, records
+
+
+def test_failed_put_before_the_marker_writes_no_acknowledgement(handler_module, s3_client, bucket):
+    # given 08h, 09h, 08h lines and a marker, and the 09h object failing once
+    seqs, records = hours_then_a_marker()
     puts = PutLog(s3_client, fail=("2020/05/27/09/",), times=1)
     # when handled
     result = handler_module.handler(kinesis_event(records))
@@ -183,13 +189,7 @@ def test_failed_put_before_the_marker_writes_no_acknowledgement(handler_module, 
 
 def test_failed_trim_before_the_marker_writes_no_acknowledgement(handler_module, s3_client, bucket):
     # given 08h, 09h, 08h lines and a marker; the 09h put fails, then the 08h rewrite too
-    seqs = sequence_numbers(4)
-    records = [
-        KinesisRecord(line(0), seqs[0]),
-        KinesisRecord(line(1, NEXT_HOUR), seqs[1]),
-        KinesisRecord(line(2), seqs[2]),
-        KinesisRecord(marker(), seqs[3]),
-    ]
+    seqs, records = hours_then_a_marker()
     puts: list[str] = []
 
     def first_lands(params, **_):
