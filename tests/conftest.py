@@ -116,3 +116,39 @@ def pipeline_names(request):
     from support.localstack_host import PipelineNames
 
     return PipelineNames.for_test(request.node.name)
+
+
+@pytest.fixture(scope="session")
+def engine_env() -> Iterator[dict[str, str]]:
+    """The environment in which `docker` and `docker compose` reach the test engine: a
+    private dockerd with the stand-in images (tests/support/engine.py), or the user's
+    own engine with CLP_TEST_ENGINE=user. Skips, saying why, where neither can run
+    (the skip fails CI)."""
+    from support.engine import engine_problem, mode, private_engine
+
+    problem = engine_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    if mode() == "user":
+        yield dict(os.environ)
+        return
+    with private_engine() as engine:
+        yield engine.env
+
+
+@pytest.fixture
+def stack_factory(engine_env, tmp_path_factory):
+    """Make stacks of the test's own (support/stack.py); each is removed at the end."""
+    from support.engine import mode
+    from support.stack import Stack
+
+    made: list[Stack] = []
+
+    def make(**settings: str) -> Stack:
+        stack = Stack(tmp_path_factory.mktemp("stack"), engine_env, override=mode() == "private", settings=settings)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.close()

@@ -141,6 +141,12 @@ def test_saved_logs_outlive_the_container_and_the_stop_leaves_time_to_save_them(
     hook = (ROOT / "init" / "shutdown.d" / "10-save.sh").read_text()
     waits = [int(w) for w in re.findall(r"--timeout (\d+)", hook)]
     assert waits and sum(waits) + 10 <= _seconds(localstack["stop_grace_period"])
+    # ... and so does the image's supervisor, which SIGKILLs LocalStack SHUTDOWN_TIMEOUT s
+    # after SIGTERM (default 5), before Docker's own kill
+    supervisor = int(environment["SHUTDOWN_TIMEOUT"])
+    assert sum(waits) + 5 <= supervisor < _seconds(localstack["stop_grace_period"])
+    # offline, LocalStack's analytics at shutdown would make it skip the hooks
+    assert environment["DISABLE_EVENTS"] == "1"
     # fluentd flushes its buffer at stop: more than Docker's default 10 s
     assert _seconds(compose()["services"]["fluentd"]["stop_grace_period"]) >= 30
 

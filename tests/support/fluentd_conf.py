@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FLUENT_CONF = Path(__file__).resolve().parent.parent.parent / "fluentd" / "conf" / "fluent.conf"
+# CLP_FLUENT_CONF: where the test engine's fluentd stand-in has the mounted file (tests/engine/)
+FLUENT_CONF = Path(
+    os.environ.get("CLP_FLUENT_CONF")
+    or Path(__file__).resolve().parent.parent.parent / "fluentd" / "conf" / "fluent.conf"
+)
 _ENV_DEFAULT = re.compile(r"""#\{ENV\['([A-Z_]+)'\] \|\| '([^']*)'\}""")
 
 

@@ -1,0 +1,185 @@
+"""A stack of the tests' own on a Docker engine: a copy of the checkout run by ./start.sh
+exactly as a user runs it, under its own project name and free ports on 127.0.0.1.
+
+It never touches a user's stack: no .env is copied, the project name is new, the ports are
+never 80 or 4566, and close() removes only this project's containers and volumes. On the
+private test engine (tests/support/engine.py) Compose also reads
+tests/engine/compose.override.yml, which says line by line what that host lacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from support.compose import ROOT
+from support.net import free_port, wait_until
+from support.s3 import bucket_objects, json_lines
+
+BUCKET = "nginx-accesslog"
+
+
+def isolated_checkout(destination: Path) -> Path:
+    """The tracked files of this checkout, as in a fresh clone: no .env, no local state."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return destination
+
+
+def isolated_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Settings of a stack of the test's own: project name, ports (never 80 or 4566)."""
+    return {
+        **(base if base is not None else os.environ),
+        "COMPOSE_PROJECT_NAME": f"clp-test-{uuid.uuid4().hex[:8]}",
+        "WEB_PORT": str(free_port()),
+        "LOCALSTACK_PORT": str(free_port()),
+    }
+
+
+@dataclass
+class Stack:
+    """One copy of the checkout and its compose project on `engine_env`'s engine."""
+
+    folder: Path
+    engine_env: dict[str, str]
+    override: bool = True  # the private engine's compose.override.yml
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        isolated_checkout(self.folder)
+        self.env = isolated_env(self.engine_env)
+        if self.override:
+            self.env["COMPOSE_FILE"] = "docker-compose.yml:tests/engine/compose.override.yml"
+        self.env.update(self.settings)
+
+    @property
+    def project(self) -> str:
+        return self.env["COMPOSE_PROJECT_NAME"]
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.env['WEB_PORT']}"
+
+    def run(self, *args: str, timeout: float = 900, **options) -> subprocess.CompletedProcess:
+        """./start.sh ARGS in the copy, as a user types it."""
+        options.setdefault("capture_output", True)
+        options.setdefault("text", True)
+        return subprocess.run(
+            [str(self.folder / "start.sh"), *args], cwd=self.folder, env=self.env, timeout=timeout, **options
+        )
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["docker", "compose", *args],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, check=check)
+
+    def container(self, service: str) -> str:
+        return self.compose("ps", "--all", "--quiet", service).stdout.strip()
+
+    def s3(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.env['LOCALSTACK_PORT']}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    def request(self, path: str, agent: str = "engine-test") -> int:
+        request = urllib.request.Request(self.web + path, headers={"User-Agent": agent})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def objects(self) -> dict[str, bytes]:
+        return bucket_objects(self.s3(), BUCKET)
+
+    def records(self) -> list[dict]:
+        """Every request record in the bucket (not errors/ or _pipeline/)."""
+        return [
+            record
+            for key, body in self.objects().items()
+            if not key.startswith(("errors/", "_pipeline/"))
+            for record in json_lines(body)
+        ]
+
+    def wait_for_paths(self, paths: set[str], timeout: float) -> dict[str, int]:
+        """Poll the bucket until every path has a record (no waiter matches an object's
+        contents); return how many records each path has."""
+        counts: dict[str, int] = {}
+
+        def all_there() -> bool:
+            counts.clear()
+            for record in self.records():
+                if record["request_uri"] in paths:
+                    counts[record["request_uri"]] = counts.get(record["request_uri"], 0) + 1
+            return set(counts) == paths
+
+        wait_until(all_there, timeout, interval=0.5)
+        return dict(counts)
+
+    def close(self) -> None:
+        """Remove this project's containers, networks and volumes, whatever state it is in."""
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.compose("--profile", "tools", "down", "--volumes", "--remove-orphans", "--timeout", "5",
+                         check=False, timeout=180)  # fmt: skip
+
+
+class Traffic:
+    """Requests with unique paths to a stack's published port, one every `interval` s, in a
+    thread; `sent` maps each path to the time it was answered."""
+
+    def __init__(self, stack: Stack, interval: float = 0.05, prefix: str = "traffic") -> None:
+        import threading
+
+        self.stack, self.interval, self.prefix = stack, interval, prefix
+        self.sent: dict[str, float] = {}
+        self.failed: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        number = 0
+        while not self._stop.wait(self.interval):
+            number += 1
+            path = f"/{self.prefix}-{uuid.uuid4().hex[:12]}-{number}"
+            try:
+                self.stack.request(path)
+            except OSError:  # nginx not answering: that request never made a line
+                self.failed[path] = time.time()
+                continue
+            self.sent[path] = time.time()
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
