@@ -83,6 +83,7 @@ class Engine:
     """One dockerd of our own; `env` is what a client needs to talk to it."""
 
     home: Path = CACHE
+    process: subprocess.Popen | None = None
 
     @property
     def socket(self) -> Path:
@@ -130,7 +131,7 @@ class Engine:
             return
         self.home.mkdir(parents=True, exist_ok=True)
         log = (self.home / "dockerd.log").open("ab")
-        subprocess.Popen(
+        self.process = subprocess.Popen(
             [
                 "dockerd",
                 "--data-root", str(self.home / "root"),
@@ -155,8 +156,13 @@ class Engine:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-            if not wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout, interval=0.2):
+            if not wait_until(lambda: not Path(f"/proc/{pid}").exists() or self._reaped(), timeout, interval=0.2):
                 os.kill(pid, signal.SIGKILL)
+        self._reaped()
+
+    def _reaped(self) -> bool:
+        """True once our own dockerd child has exited and been waited for."""
+        return self.process is not None and self.process.poll() is not None
 
     # --- images ---------------------------------------------------------------------
 

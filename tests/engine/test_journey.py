@@ -1,0 +1,166 @@
+"""A user's first session on the real engine: `./start.sh` from a fresh clone, a request,
+its record in S3, and every after-start command the README and the landing page show,
+each typed as written there (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+import uuid
+
+import pytest
+from support.compose import ROOT
+from support.engine import mode
+from support.stack import BUCKET, Stack
+
+pytestmark = pytest.mark.docker
+
+README = (ROOT / "README.md").read_text()
+LANDING = (ROOT / "nginx" / "html" / "index.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def started(engine_env, tmp_path_factory):
+    """The stack as `./start.sh` leaves it, with what it printed and how long it took."""
+    stack = Stack(tmp_path_factory.mktemp("journey"), engine_env, override=mode() == "private")
+    try:
+        began = time.monotonic()
+        result = stack.run(timeout=1200)
+        seconds = time.monotonic() - began
+        assert result.returncode == 0, result.stdout + result.stderr
+        print(f"\n./start.sh on a fresh clone: healthy and provisioned in {seconds:.1f} s")
+        yield stack, result.stdout
+    finally:
+        stack.close()
+
+
+def closing_message(text: str) -> list[str]:
+    """The lines from "The pipeline is up and provisioned." to the end of the text or of
+    its code block."""
+    lines = text.splitlines()
+    first = lines.index("The pipeline is up and provisioned.")
+    block = lines[first:]
+    end = block.index("```") if "```" in block else len(block)
+    return [line.rstrip() for line in block[:end]]
+
+
+def test_start_says_what_the_readme_shows_and_runs_three_healthy_services(started):
+    stack, output = started
+    # the closing message is the README's, with this stack's port in the URL
+    shown = closing_message(README.split("<!-- /test-command -->", 1)[1])
+    port = stack.env["WEB_PORT"]
+    expected = [line.replace("http://localhost/", f"http://localhost:{port}/") for line in shown]
+    assert closing_message(output) == expected
+    # three services, each running and healthy, publishing only on 127.0.0.1
+    listed = [json.loads(line) for line in stack.compose("ps", "--format", "json").stdout.splitlines()]
+    states = {entry["Service"]: (entry["State"], entry["Health"]) for entry in listed}
+    assert states == {name: ("running", "healthy") for name in ("localstack", "fluentd", "web")}
+    published = {
+        (entry["Service"], publisher["URL"], publisher["PublishedPort"])
+        for entry in listed
+        for publisher in entry["Publishers"] or []
+        if publisher["PublishedPort"]
+    }
+    assert published == {
+        ("web", "127.0.0.1", int(port)),
+        ("localstack", "127.0.0.1", int(stack.env["LOCALSTACK_PORT"])),
+    }
+
+
+def test_each_request_is_an_object_in_s3_within_a_second_or_so(started):
+    stack, _ = started
+    s3 = stack.s3()
+    delays = []
+    for number in range(8):
+        path = f"/journey-{uuid.uuid4().hex[:8]}-{number}"
+        before = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+        assert stack.request(path) == 404
+        answered = time.monotonic()
+        found = None
+        while found is None and time.monotonic() - answered < 30:
+            # listing, then reading only the new objects: no waiter matches an object's contents
+            for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+                key = item["Key"]
+                if key not in before and path.encode() in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read():
+                    found = time.monotonic() - answered
+                    break
+            time.sleep(0.05)
+        assert found is not None, f"{path} did not reach S3 within 30 s"
+        delays.append(found)
+        time.sleep(0.3)  # separate flushes: each request measures the whole path
+    print(f"\nrequest -> S3 object, {len(delays)} requests: " + ", ".join(f"{d:.2f}" for d in delays) + " s")
+    # the README's promise: every request is in S3 within seconds (p50 about a third of one)
+    assert statistics.median(delays) <= 1.5 and max(delays) <= 5, delays
+
+
+def test_every_after_start_command_runs_as_written(started, tmp_path):
+    stack, _ = started
+    path = f"/journey-commands-{uuid.uuid4().hex[:8]}"
+    stack.request(path)
+    assert stack.wait_for_paths({path}, 30) == {path: 1}
+
+    status = stack.run("status")
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"^stream +nginx-accesslog-stream: ACTIVE", status.stdout, re.MULTILINE), status.stdout
+    assert re.search(r"^function +KinesisAccessLogToS3: Active", status.stdout, re.MULTILINE)
+    assert re.search(r"^bucket +nginx-accesslog: \d+ record object", status.stdout, re.MULTILINE)
+
+    listing = stack.run("ls")
+    assert listing.returncode == 0, listing.stderr
+    keys = [line.split()[-1] for line in listing.stdout.splitlines()]
+    assert keys and all(re.fullmatch(r"\d{4}/\d{2}/\d{2}/\d{2}/nginx_access_log_.+\.json", key) for key in keys)
+    shown = [stack.run("cat", key, "--pretty") for key in keys]
+    assert all(result.returncode == 0 for result in shown)
+    assert f'"request_uri": "{path}"' in "".join(result.stdout for result in shown)
+
+    logs = stack.run("logs", "--since", "10m")
+    assert logs.returncode == 0, logs.stderr
+    assert '"message": "batch processed"' in logs.stdout
+
+    provisioned = stack.run("provision")
+    assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+    assert "The pipeline is up and provisioned." in provisioned.stdout
+
+    traffic = stack.run("traffic", "--rate", "20", "--duration", "5")
+    assert traffic.returncode == 0, traffic.stdout + traffic.stderr
+    sent = int(re.search(r"sent (\d+) requests", traffic.stdout).group(1))
+    assert sent >= 90
+
+    def requests_in_the_summary() -> int:
+        summary = stack.run("query")
+        assert summary.returncode == 0, summary.stdout + summary.stderr
+        return int(re.match(r"(\d+) requests", summary.stdout).group(1))
+
+    # traffic's requests (and this test's) all reach the bucket and the query's summary
+    deadline = time.monotonic() + 30
+    while (counted := requests_in_the_summary()) < sent + 1 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert counted >= sent + 1
+
+    sql = stack.run("query", "--since", "15m", "--format", "json", "SELECT count(*) AS n FROM logs")
+    assert sql.returncode == 0, sql.stderr
+    assert json.loads(sql.stdout.splitlines()[0])["n"] == counted  # JSON Lines, one row
+
+    compacted = stack.run("compact")
+    assert compacted.returncode == 0, compacted.stdout + compacted.stderr
+    assert re.search(r"compact_hours: \d+ prefix\(es\) checked", compacted.stdout + compacted.stderr)
+
+    exported = stack.run("export", str(tmp_path / "export"))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert f"to {tmp_path / 'export'}" in exported.stdout
+    files = list((tmp_path / "export").rglob("*.json"))
+    assert any(path in file.read_text() for file in files)
+    assert all(file.stat().st_mode & 0o044 == 0o044 for file in files)  # readable, as any export
+
+
+def test_the_landing_page_names_commands_that_run(started):
+    stack, _ = started
+    commands = sorted(set(re.findall(r"\./start\.sh ([a-z]+)", LANDING)))
+    assert commands, "the landing page names no command"
+    key = stack.run("ls").stdout.split()[-1]
+    for command in commands:
+        # as the page writes them: `cat <key from the list> --pretty`, the others alone
+        result = stack.run("cat", key, "--pretty") if command == "cat" else stack.run(command)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
