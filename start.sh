@@ -222,7 +222,7 @@ fail_provisioning() {
 }
 
 fail_compose() {
-  local log=$1 output advice="see the output above; ./start.sh down cleans up"
+  local log=$1 output service advice="see the output above; ./start.sh down cleans up"
   output=$(tail -n 15 "$log")
   printf '\n' >&2
   echo "start.sh: docker compose up failed:" >&2
@@ -230,8 +230,10 @@ fail_compose() {
   case "$output" in
     *"port is already allocated"* | *"address already in use"* | *"Ports are not available"*)
       advice="a port is taken: stop what holds it, or choose other ports in .env (WEB_PORT, LOCALSTACK_PORT)" ;;
-    *"pull access denied"* | *"manifest unknown"* | *"not found"* | *"failed to resolve reference"* | *"TLS handshake"* | *"i/o timeout"*)
-      advice="an image could not be pulled: check your network (and LOCALSTACK_IMAGE in .env), then run ./start.sh again" ;;
+    *"pull access denied"* | *"manifest unknown"* | *"not found"* | *"failed to resolve reference"* | *"TLS handshake"* | *"i/o timeout"* | *"no such host"* | *"network is unreachable"*)
+      # Compose prints "<service> Error <why>" for the service whose image it could not pull
+      service=$(sed -n 's/^ *\([[:alnum:]_.-]*\) Error .*/\1/p' <<<"$output" | head -n 1)
+      advice="an image could not be pulled${service:+ (service $service)}: check your network (and LOCALSTACK_IMAGE in .env), then run ./start.sh again" ;;
   esac
   die "$advice"
 }
