@@ -15,6 +15,7 @@ SCRIPTS = sorted(
         *ROOT.glob("fluentd/**/*.sh"),
         *ROOT.glob("bench/**/*.sh"),
         *ROOT.glob("image/**/*.sh"),
+        *ROOT.glob("tests/engine/**/*.sh"),
         ROOT / ".ci" / "run",
     }
 )
@@ -24,6 +25,7 @@ def test_scripts_found():
     names = {p.relative_to(ROOT).as_posix() for p in SCRIPTS}
     assert {"start.sh", "test.sh", ".ci/run", "init/ready.d/10-provision.sh", "init/shutdown.d/10-save.sh"} <= names
     assert "fluentd/tools/drain_status.sh" in names
+    assert {"tests/engine/install.sh", "tests/engine/images/localstack/entrypoint.sh"} <= names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -362,9 +362,9 @@ def test_a_restart_loop_with_exit_55_names_the_token_and_stops_the_loop(start):
         ),
         (
             # as the real engine says it offline (tests/engine/test_failures.py)
-            " localstack Pulling \n localstack Error Get \"https://registry-1.docker.io/v2/\": dial tcp: "
+            ' localstack Pulling \n localstack Error Get "https://registry-1.docker.io/v2/": dial tcp: '
             "lookup registry-1.docker.io on 10.255.255.53:53: no such host\n"
-            "Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup "
+            'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp: lookup '
             "registry-1.docker.io on 10.255.255.53:53: no such host",
             "an image could not be pulled (service localstack): check your network",
         ),
