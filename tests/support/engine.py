@@ -240,6 +240,8 @@ class Engine:
             started = time.monotonic()
             self.build(folder, tag, extras)
             seconds[folder] = time.monotonic() - started
+        # a changed stand-in leaves its old image untagged: keep the data root from growing
+        self.docker("image", "prune", "--force", check=False)
         return seconds
 
 

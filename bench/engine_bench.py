@@ -1,0 +1,159 @@
+"""The stack on a real Docker engine: start times, request -> S3 latency, memory, disk.
+
+    python3 bench/engine_bench.py                  # cached engine; 100 req/s, 300 s measured, 600 s soak
+    python3 bench/engine_bench.py --cold           # a new engine data root: every image built from nothing
+    python3 bench/engine_bench.py --rate 50 --seconds 60 --soak 120
+
+Runs `./start.sh` in a copy of the checkout on the tests' private engine (needs root on
+Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in images
+(tests/engine/images), exactly as the engine tests do. Prints:
+- with --cold: the seconds to debootstrap the base and build each stand-in image;
+- the first start (new volumes) and a warm start (after `./start.sh down`), each until
+  ./start.sh says the pipeline is up;
+- request -> listable S3 object at --rate req/s for --seconds, per minute (p50/p99/max,
+  lost), requests sent from this host to the published port, lines through the compose
+  network (nginx -> fluentd -> LocalStack);
+- each container's memory (docker stats) at start and after --soak seconds of traffic;
+- disk: the images, and this stack's volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import bench_env
+
+ROOT = bench_env.prepare("init", "tests", "bench")
+
+import pipeline_bench  # noqa: E402
+from support.engine import Engine, engine_problem, private_engine  # noqa: E402
+from support.stack import Stack  # noqa: E402
+
+
+def timed_start(stack: Stack, what: str) -> float:
+    began = time.monotonic()
+    result = stack.run(timeout=1800)
+    seconds = time.monotonic() - began
+    if result.returncode != 0:
+        raise SystemExit(f"engine_bench: {what} failed:\n{result.stdout}{result.stderr}")
+    print(f"{what}: ./start.sh said the pipeline is up after {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def memory(stack: Stack, when: str) -> None:
+    stats = stack.docker("stats", "--no-stream", "--format", "{{json .}}").stdout.splitlines()
+    rows = [json.loads(line) for line in stats]
+    mine = [row for row in rows if row["Name"].startswith(stack.project + "-")]
+    shown = [f"{row['Name'].removeprefix(stack.project + '-')} {row['MemUsage'].split(' / ')[0]} (CPU {row['CPUPerc']})"
+             for row in mine]  # fmt: skip
+    print(f"memory {when}: " + ", ".join(shown), flush=True)
+
+
+def disk(stack: Stack) -> None:
+    images = stack.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}").stdout.splitlines()
+    print("images: " + ", ".join(images))
+    volumes = stack.docker("system", "df", "-v", "--format", "{{json .Volumes}}", check=False).stdout
+    try:
+        listed = json.loads(volumes)
+    except json.JSONDecodeError:
+        listed = []
+    print("volumes: " + ", ".join(f"{v['Name'].removeprefix(stack.project + '_')} {v['Size']}" for v in listed
+                                  if v["Name"].startswith(stack.project)), flush=True)  # fmt: skip
+
+
+def load(stack: Stack, rate: float, seconds: float) -> None:
+    """pipeline_bench's open-loop client and bucket poller, against the stack's ports."""
+    seen = pipeline_bench.Seen()
+    stop = threading.Event()
+    poller = threading.Thread(target=pipeline_bench.poll_bucket, args=(stack.s3(), seen, stop), daemon=True)
+    poller.start()
+    start = time.time()
+    loads: list[str] = []
+
+    def sample() -> None:
+        for _ in range(int(seconds // 60)):
+            time.sleep(60)
+            loads.append(pipeline_bench.load_average())
+
+    threading.Thread(target=sample, daemon=True).start()
+    sent = asyncio.run(pipeline_bench.send_load(int(stack.env["WEB_PORT"]), rate, seconds, f"engine{int(start)}"))
+    deadline = time.time() + 60
+    while time.time() < deadline and not set(sent) <= set(seen.first_seen):
+        time.sleep(0.5)
+    stop.set()
+    poller.join(timeout=30)
+    for _, _, row in pipeline_bench.minute_rows(sent, seen.first_seen, [], loads, start, seconds):
+        print(row, flush=True)
+    latencies = [seen.first_seen[p] - t for p, t in sent.items() if p in seen.first_seen]
+    counts = seen.counts()
+    duplicated = sum(1 for p in sent if counts.get(p, 0) > 1)
+    print(
+        f"rate {rate:g} req/s for {seconds:g} s: sent {len(sent)}, lost {len(set(sent) - set(seen.first_seen))}, "
+        f"duplicated {duplicated}, p50 {pipeline_bench.percentile(latencies, 50):.2f} s, "
+        f"p99 {pipeline_bench.percentile(latencies, 99):.2f} s, max {max(latencies, default=float('nan')):.2f} s, "
+        f"objects {len(seen.keys)}, load {pipeline_bench.load_average()}",
+        flush=True,
+    )
+
+
+def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        stack = Stack(Path(folder) / "stack", engine_env)
+        try:
+            timed_start(stack, "first start (new volumes)")
+            memory(stack, "at start")
+            load(stack, args.rate, args.seconds)
+            if args.soak > args.seconds:
+                pipeline_bench_soak = args.soak - args.seconds
+                print(f"soak: {args.rate:g} req/s for {pipeline_bench_soak:g} s more", flush=True)
+                asyncio.run(
+                    pipeline_bench.send_load(int(stack.env["WEB_PORT"]), args.rate, pipeline_bench_soak, "soak")
+                )
+            memory(stack, f"after {max(args.soak, args.seconds):g} s of traffic")
+            disk(stack)
+            began = time.monotonic()
+            stopped = stack.run("down", timeout=600)
+            print(f"./start.sh down: exit {stopped.returncode} after {time.monotonic() - began:.1f} s", flush=True)
+            timed_start(stack, "warm start (images and saved logs kept)")
+        finally:
+            stack.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100, help="requests a second (default 100)")
+    parser.add_argument("--seconds", type=float, default=300, help="measured seconds of traffic (default 300)")
+    parser.add_argument("--soak", type=float, default=600, help="seconds of traffic before the second memory reading")
+    parser.add_argument("--cold", action="store_true", help="a new engine data root: build every image from nothing")
+    args = parser.parse_args()
+    problem = engine_problem()
+    if problem:
+        print(f"engine_bench: {problem}", file=sys.stderr)
+        return 2
+    print(f"engine_bench: load average before {pipeline_bench.load_average()}", flush=True)
+    if args.cold:
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as home:
+            engine = Engine(home=Path(home))
+            engine.start()
+            try:
+                seconds = engine.stand_ins()
+                print("cold build: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
+                      + f", total {sum(seconds.values()):.0f} s", flush=True)  # fmt: skip
+                run(engine.env, args)
+            finally:
+                engine.stop()
+        return 0
+    with private_engine() as engine:
+        run(engine.env, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
