@@ -116,3 +116,35 @@ def test_a_failing_provisioning_hook_is_named_with_its_output(stack_factory):
     assert seen.at is not None
     print(f"\nfailed hook reported {ended - seen.at:.1f} s after LocalStack marked it ERROR")
     assert ended - seen.at <= WITHIN
+
+
+def test_compose_behaves_as_the_fake_docker_plays_it(stack_factory):
+    """What tests/support/fake_docker.py plays for start.sh's unit tests, seen once here:
+    `up --detach` ends with "dependency failed to start" when a dependency fails, a
+    container that exits keeps its last health status, and a restart loop shows as
+    `restarting` with a growing RestartCount."""
+    from support.engine import query_base_image
+
+    stack = stack_factory(LOCALSTACK_IMAGE=query_base_image())
+    seen: list[tuple[str, int, str]] = []
+
+    def record() -> bool:
+        container = stack.container("localstack")
+        if container:
+            state = json.loads(stack.docker("inspect", "--format", "{{json .State}}", container).stdout)
+            health = (state.get("Health") or {}).get("Status", "none")
+            seen.append((state["Status"], int(stack.docker("inspect", "--format", "{{.RestartCount}}",
+                                                            container).stdout), health))  # fmt: skip
+        return False
+
+    with FirstSeen(record):
+        up = stack.compose("up", "--detach", check=False, timeout=300)
+        time.sleep(5)
+    assert up.returncode != 0
+    assert "dependency failed to start" in up.stdout + up.stderr, up.stdout + up.stderr
+    statuses = {status for status, _, _ in seen}
+    assert "restarting" in statuses or "exited" in statuses, seen
+    restarts = [count for _, count, _ in seen]
+    assert restarts[-1] > restarts[0], seen  # the loop goes on: RestartCount grows
+    # an exited container's health stays what it last was (here: never checked, "starting")
+    assert {health for status, _, health in seen if status != "running"} <= {"starting", "unhealthy"}, seen
