@@ -30,9 +30,9 @@ def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def stack(engine_env, tmp_path_factory):
-    from support.engine import mode
+    from support.engine import compose_override
 
-    stack = Stack(tmp_path_factory.mktemp("stack"), engine_env, override=mode() == "private")
+    stack = Stack(tmp_path_factory.mktemp("stack"), engine_env, override=compose_override())
     try:
         started = stack.run(timeout=1200)
         assert started.returncode == 0, started.stdout + started.stderr

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from support.compose import ROOT
-from support.engine import mode
+from support.engine import compose_override
 from support.stack import BUCKET, Stack
 
 pytestmark = pytest.mark.docker
@@ -24,7 +24,7 @@ LANDING = (ROOT / "nginx" / "html" / "index.html").read_text()
 @pytest.fixture(scope="module")
 def started(engine_env, tmp_path_factory):
     """The stack as `./start.sh` leaves it, with what it printed and how long it took."""
-    stack = Stack(tmp_path_factory.mktemp("journey"), engine_env, override=mode() == "private")
+    stack = Stack(tmp_path_factory.mktemp("journey"), engine_env, override=compose_override())
     try:
         began = time.monotonic()
         result = stack.run(timeout=1200)

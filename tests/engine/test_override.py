@@ -35,3 +35,15 @@ def test_the_override_drops_the_docker_socket_and_fluentds_build_only():
     text = OVERRIDE.read_text()
     assert "build: !reset null" in text and "volumes: !override" in text
     assert compose()["services"]["fluentd"]["build"] == "./fluentd"  # the user's file still builds it
+
+
+def test_on_a_users_engine_the_tests_build_under_tags_of_their_own():
+    from support.engine import USER_OVERRIDE
+
+    override = yaml.safe_load(USER_OVERRIDE.read_text())["services"]
+    users = compose()["services"]
+    built = {name for name, service in users.items() if "build" in service}
+    assert set(override) == built  # every image Compose builds, and nothing else
+    for name, service in override.items():
+        assert set(service) == {"image"}
+        assert service["image"] != users[name]["image"] and service["image"].startswith("clp-test/")

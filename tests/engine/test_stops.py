@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 import pytest
-from support.engine import mode
+from support.engine import compose_override
 from support.net import wait_until
 from support.stack import Stack, Traffic
 
@@ -33,7 +33,7 @@ echo "slow shutdown hook finished"
 
 @pytest.fixture(scope="module")
 def stack(engine_env, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stops"), engine_env, override=mode() == "private")
+    stack = Stack(tmp_path_factory.mktemp("stops"), engine_env, override=compose_override())
     hook = stack.folder / "init" / "shutdown.d" / "20-slow-test-hook.sh"
     hook.write_text(SLOW_HOOK)
     hook.chmod(0o755)

@@ -36,6 +36,7 @@ from support.net import wait_until
 CACHE = ROOT / ".cache" / "engine"
 IMAGES = ROOT / "tests" / "engine" / "images"
 OVERRIDE = ROOT / "tests" / "engine" / "compose.override.yml"
+USER_OVERRIDE = ROOT / "tests" / "engine" / "compose.user-engine.yml"
 SUPPORT = ROOT / "tests" / "support"
 BASE_IMAGE = "clp-standin/debian:trixie"
 SUITE = "trixie"
@@ -48,6 +49,11 @@ PLUGIN_FOLDERS = ("/usr/local/lib/docker/cli-plugins", "/usr/libexec/docker/cli-
 def mode() -> str:
     """`private` (default: an engine of our own), or `user` (the user's engine, when asked)."""
     return os.environ.get("CLP_TEST_ENGINE", "private")
+
+
+def compose_override() -> str:
+    """The compose file the stack tests add to the user's, relative to the checkout."""
+    return (OVERRIDE if mode() == "private" else USER_OVERRIDE).relative_to(ROOT).as_posix()
 
 
 def compose_plugin() -> Path | None:

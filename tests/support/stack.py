@@ -57,14 +57,14 @@ class Stack:
 
     folder: Path
     engine_env: dict[str, str]
-    override: bool = True  # the private engine's compose.override.yml
+    override: str | None = "tests/engine/compose.override.yml"  # added to docker-compose.yml
     settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         isolated_checkout(self.folder)
         self.env = isolated_env(self.engine_env)
         if self.override:
-            self.env["COMPOSE_FILE"] = "docker-compose.yml:tests/engine/compose.override.yml"
+            self.env["COMPOSE_FILE"] = f"docker-compose.yml:{self.override}"
         self.env.update(self.settings)
 
     @property
