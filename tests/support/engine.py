@@ -236,7 +236,7 @@ class Engine:
                     "lambda_host_executor": SUPPORT / "lambda_host_executor",
                 },
             ),
-            "python": (query_base_image(), {}),
+            **{folder: (image, {}) for folder, image in query_base_images().items()},
         }
         seconds = {}
         started = time.monotonic()
@@ -251,10 +251,16 @@ class Engine:
         return seconds
 
 
+def query_base_images() -> dict[str, str]:
+    """query/Dockerfile's base images (its FROM lines, less its own stages), by the
+    stand-in folder that builds each: `python:…` by images/python, `node:…` by images/node."""
+    found = re.findall(r"^FROM\s+(\S+)", (ROOT / "query" / "Dockerfile").read_text(), re.MULTILINE)
+    return {image.split(":")[0]: image for image in found}
+
+
 def query_base_image() -> str:
-    """The FROM of query/Dockerfile."""
-    (base,) = re.findall(r"^FROM\s+(\S+)", (ROOT / "query" / "Dockerfile").read_text(), re.MULTILINE)
-    return base
+    """The Python image query/Dockerfile's final stage builds on."""
+    return query_base_images()["python"]
 
 
 @contextlib.contextmanager
