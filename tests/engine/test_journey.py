@@ -91,8 +91,9 @@ def test_each_request_is_an_object_in_s3_within_a_second_or_so(started):
         delays.append(found)
         time.sleep(0.3)  # separate flushes: each request measures the whole path
     print(f"\nrequest -> S3 object, {len(delays)} requests: " + ", ".join(f"{d:.2f}" for d in delays) + " s")
-    # the README's promise: every request is in S3 within seconds (p50 about a third of one)
-    assert statistics.median(delays) <= 1.5 and max(delays) <= 5, delays
+    # the README's promise: every request is in S3 within seconds. The first may wait for
+    # the function's first execution environment (4.8 s once on a loaded machine).
+    assert statistics.median(delays) <= 1.5 and max(delays) <= 10, delays
 
 
 def test_every_after_start_command_runs_as_written(started, tmp_path):
