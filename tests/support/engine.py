@@ -107,14 +107,10 @@ class Engine:
 
     @property
     def env(self) -> dict[str, str]:
+        # a client config of its own: never the user's contexts or credential helpers (the
+        # CLI still finds Compose in the system plugin folders)
         config = self.home / "config"
         config.mkdir(parents=True, exist_ok=True)
-        plugins = config / "cli-plugins"
-        plugins.mkdir(exist_ok=True)
-        plugin = compose_plugin()
-        link = plugins / "docker-compose"
-        if plugin is not None and not link.exists():
-            link.symlink_to(plugin)
         return {
             **os.environ,
             "DOCKER_HOST": f"unix://{self.socket}",
