@@ -22,6 +22,8 @@
 #                                   SQL over the logs (tables logs, errors);
 #                                   without SQL, a summary of the last hour
 #   ./start.sh compact [--since 24h]   merge each closed hour's objects into one
+#   ./start.sh tail [--status 5xx] [--path /v1/] [--client ADDR] [--json]
+#                                   the records as they land, one line each
 #   ./start.sh --help
 #
 # Needs Docker with Compose v2, nothing else. Settings: .env (see .env.example).
@@ -649,6 +651,7 @@ main() {
     traffic) shift; tool traffic.py web --url http://web:80 "$@" ;;
     query) shift; tool logs_query.py localstack "$@" ;;
     compact) shift; tool compact_hours.py localstack "$@" ;;
+    tail) shift; tool tail.py localstack "$@" ;;
     -h | --help | help) usage ;;
     *) usage_error "unknown command or option: $1" ;;
   esac

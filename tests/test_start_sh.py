@@ -599,7 +599,20 @@ def test_landing_page_and_closing_message_name_only_commands_that_exist(start):
     page = (ROOT / "nginx" / "html" / "index.html").read_text()
     result = start(scenario=healthy_stack())
     named = set(re.findall(r"\./start\.sh (\w+)", page + result.stdout))
-    commands = {"up", "down", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact", "export"}
+    commands = {
+        "up",
+        "down",
+        "provision",
+        "status",
+        "ls",
+        "cat",
+        "logs",
+        "traffic",
+        "query",
+        "compact",
+        "export",
+        "tail",
+    }
     assert named and named <= commands
     assert "awslocal" not in page + result.stdout and "init_resource.py" not in page + result.stdout
 
@@ -677,7 +690,16 @@ def test_traffic_goes_through_nginx(tools_on_moto, nginx):
     assert len(nginx.log_lines()) >= 19  # the malformed ones nginx may answer without a line
 
 
-@pytest.mark.parametrize("command", ["query", "traffic", "compact"])
+def test_tail_runs_the_query_image_tool_with_its_options(tools_on_moto):
+    # an empty emulator: the tool itself answers (no bucket), its option errors too
+    result = tools_on_moto("tail", "--status", "5xx", "--json")
+    assert result.code == 1 and result.stderr.startswith("tail: error: no bucket nginx-accesslog"), result.stderr
+    assert any(call[-4:] == ["/opt/query/tail.py", "--status", "5xx", "--json"] for call in result.calls)
+    bad = tools_on_moto("tail", "--status", "9xx")
+    assert bad.code == 2 and "not a status or class: '9xx'" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["query", "traffic", "compact", "tail"])
 def test_tools_need_the_running_stack(tools_on_moto, command):
     result = tools_on_moto(command, health="starting")
     assert result.code == 1 and result.stderr.count("\n") == 1

@@ -34,5 +34,5 @@ def test_dockerfile_uses_a_pinned_base_runs_unprivileged_and_ships_the_tools():
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
     assert "-r /opt/query/requirements.txt" in text and "--only-binary=:all:" in text
     assert re.search(r"^USER query$", text, re.MULTILINE) and "EXPOSE" not in text
-    for tool in ("logs_query.py", "compact_hours.py", "traffic.py"):
+    for tool in ("logs_query.py", "compact_hours.py", "traffic.py", "tail.py"):
         assert tool in text and (QUERY / tool).is_file()
