@@ -98,6 +98,9 @@ def test_dashboard_is_published_on_loopback_only_from_the_query_image():
     # the saved logs are read, never written
     assert dashboard["volumes"] == ["saved-logs:/var/lib/pipeline:ro"]
     assert dashboard["environment"]["PIPELINE_DATA_DIR"] == "/var/lib/pipeline"
+    # the landing page links the port Compose publishes
+    web = compose({"DASHBOARD_PORT": "9999"})["services"]["web"]["environment"]
+    assert web["NGINX_DASHBOARD_PORT"] == "9999" and "DASHBOARD_PORT" in web["NGINX_ENVSUBST_FILTER"]
     assert compose()["services"]["localstack"]["ports"] == ["127.0.0.1:4566:4566"]
     # another port for LocalStack, e.g. when another LocalStack holds 4566 (or for tests)
     assert compose({"LOCALSTACK_PORT": "4567"})["services"]["localstack"]["ports"] == ["127.0.0.1:4567:4566"]
