@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import logs_query
+import tail
 from logs_query import ERROR_COLUMNS, ERROR_PREFIX, LOG_COLUMNS, Bucket, Missing, Sink
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +63,10 @@ MAX_EXAMPLES = 10
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 NO_LATENCY = "no request times in these logs"
 KEEP = timedelta(hours=25)  # hours older than the longest window are dropped from memory
+# An object lands at most LAG after its first record's arrival (as ./start.sh tail assumes);
+# a full listing of each hour every FULL_LISTING seconds catches any later one.
+LAG = timedelta(minutes=2)
+FULL_LISTING = 60.0
 
 
 class BadRequest(ValueError):
@@ -78,6 +83,8 @@ class Hour:
     loaded: set[str] = field(default_factory=set)
     objects: int = 0
     bytes: int = 0
+    listing: dict[str, tuple[int, str]] = field(default_factory=dict)  # key -> (size, ETag)
+    listed_at: float = 0.0  # monotonic time of the last full listing
 
 
 class Store:
@@ -109,19 +116,37 @@ class Store:
             hours = logs_query.hour_prefixes(start, now + timedelta(minutes=5))
             prefixes = [h + "/" for h in hours] + [ERROR_PREFIX + h + "/" for h in hours]
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                listings = list(pool.map(self._listing, prefixes))
+                listings = list(pool.map(lambda p: self._listing(p, now), prefixes))
                 for prefix, listing in zip(prefixes, listings, strict=True):
                     self._load(pool, prefix, listing)
             self._forget(now - KEEP)
             self.synced = (time.monotonic(), start)
 
-    def _listing(self, prefix: str) -> dict[str, int]:
-        sizes: dict[str, int] = {}
+    def _list(self, prefix: str, start_after: str = "") -> dict[str, tuple[int, str]]:
+        found: dict[str, tuple[int, str]] = {}
+        extra = {"StartAfter": start_after} if start_after else {}
         for page in self.bucket.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket.name, Prefix=prefix
+            Bucket=self.bucket.name, Prefix=prefix, **extra
         ):
-            sizes.update((item["Key"], item["Size"]) for item in page.get("Contents", []))
-        return sizes
+            found.update((item["Key"], (item["Size"], item.get("ETag", ""))) for item in page.get("Contents", []))
+        return found
+
+    def _listing(self, prefix: str, now: datetime) -> dict[str, int]:
+        """The hour's keys and sizes. A full listing at first and every FULL_LISTING seconds;
+        in between only the keys of objects that arrived in the last LAG (the function names
+        objects by their first record's arrival, see query/tail.py) and the `_` names: a
+        compaction manifest that appears or changes means a full listing again."""
+        hour = self.hours.get(prefix)
+        if hour is not None and time.monotonic() - hour.listed_at < FULL_LISTING:
+            control = self._list(prefix + "_")
+            if control.get(prefix + logs_query.MANIFEST_NAME) == hour.listing.get(prefix + logs_query.MANIFEST_NAME):
+                recent = self._list(prefix, prefix + tail.KEY_NAME + tail.stamp(now - LAG))
+                hour.listing.update(recent)
+                return {key: size for key, (size, _) in hour.listing.items()}
+        listing = self._list(prefix)
+        hour = self.hours.setdefault(prefix, Hour())
+        hour.listing, hour.listed_at = listing, time.monotonic()
+        return {key: size for key, (size, _) in listing.items()}
 
     def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int]) -> None:
         table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"

@@ -57,7 +57,20 @@ def test_pictures_are_pngs(name):
     assert width >= 600 and height >= 300
 
 
-START_COMMANDS = {"up", "down", "export", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact"}
+START_COMMANDS = {
+    "up",
+    "down",
+    "export",
+    "provision",
+    "status",
+    "ls",
+    "cat",
+    "logs",
+    "traffic",
+    "query",
+    "compact",
+    "tail",
+}
 
 
 @pytest.mark.parametrize("readme", [README, README_KO], ids=["en", "ko"])
