@@ -71,8 +71,8 @@ def refresh(url: str, window: str) -> tuple[float, dict]:
 
 
 def land_one_second(s3, rate: int, sequence: int, rng: random.Random) -> int:
-    """One more object of `rate` lines in the hour (a new batch), as the handler names it."""
-    at = HOUR + timedelta(seconds=rng.randrange(3600))
+    """One more object of `rate` lines (a new batch that just arrived), as the handler names it."""
+    at = END - timedelta(seconds=1)
     s3_object = S3Object(object_key(f"{at:%Y/%m/%d/%H}", at, "shardId-000000000001", str(sequence), ""))
     s3_object.lines.extend(line_to_json(nginx_line(rng, at))[1] for _ in range(rate))
     s3.put_object(Bucket=BUCKET, Key=s3_object.key, Body=s3_object.body(""))
