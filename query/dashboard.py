@@ -80,7 +80,7 @@ class BadRequest(ValueError):
 class Hour:
     """What is loaded of one hour prefix (`YYYY/MM/DD/HH/` or `errors/...`)."""
 
-    loaded: set[str] = field(default_factory=set)
+    loaded: dict[str, str] = field(default_factory=dict)  # key -> ETag when it was read
     objects: int = 0
     bytes: int = 0
     listing: dict[str, tuple[int, str]] = field(default_factory=dict)  # key -> (size, ETag)
@@ -153,9 +153,14 @@ class Store:
         manifest = logs_query.read_manifest(self.bucket, prefix, list(listing))
         plan = logs_query.objects_to_read(listing, manifest)
         hour = self.hours.setdefault(prefix, Hour())
-        if not hour.loaded <= set(plan):  # compacted since: read the hour again from its new objects
+        etags = {key: etag for key, (_, etag) in hour.listing.items()}
+        # Compacted since (an object read is no longer to be read), or an object read was
+        # rewritten (the function trims an object after a failed put, and its retry writes
+        # the trimmed lines anew): read the hour again.
+        rewritten = any(etags.get(key) != etag for key, etag in hour.loaded.items())
+        if rewritten or not set(hour.loaded) <= set(plan):
             self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
-            hour.loaded = set()
+            hour.loaded = {}
         hour.objects = len(plan)
         hour.bytes = sum(listing.get(key, 0) for key in plan)
         new = [key for key in plan if key not in hour.loaded]
@@ -188,7 +193,7 @@ class Store:
                     FROM read_json(?, format = 'newline_delimited', columns = {struct})""",  # noqa: S608
                 [prefix, files],
             )
-        hour.loaded.update(new)
+        hour.loaded.update((key, etags.get(key, "")) for key in new)
 
     def _forget(self, before: datetime) -> None:
         oldest = before.strftime("%Y/%m/%d/%H/")
