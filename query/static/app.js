@@ -79,7 +79,9 @@ function chart(id, opts, data) {
   }
   if (old) old.plot.destroy();
   el.textContent = "";
-  const plot = new uPlot({ width: width(el), height: opts.height || 220, ...opts }, data, el);
+  // axes and legend in UTC, like the API's times and the query tool
+  const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
+  const plot = new uPlot({ width: width(el), height: opts.height || 220, tzDate, ...opts }, data, el);
   dashboard.charts[id] = { plot, key };
   return plot;
 }
