@@ -114,7 +114,12 @@ def test_unparsed_lines_by_code_with_examples(serve, written):
     assert len(one_hour["codes"][0]["examples"]) == 1
 
 
-def test_latency_says_so_when_the_logs_carry_no_request_time(serve, written):
+@pytest.mark.parametrize("column", [False, True], ids=["no-column", "column-all-null"])
+def test_latency_says_so_when_the_logs_carry_no_request_time(serve, written, monkeypatch, column):
+    if column:  # the schema has request_time (issue 20), these records do not
+        monkeypatch.setitem(logs_query.LOG_COLUMNS, "request_time", "DOUBLE")
+    else:
+        monkeypatch.delitem(logs_query.LOG_COLUMNS, "request_time", raising=False)
     server = serve()
     # (the sample's lines carry no request time: where the schema has the column, it is null)
     status, body = server.get("/api/latency?window=1h")
