@@ -110,7 +110,8 @@ function renderTraffic(t) {
     height: 140,
     series: [{}, { label: "5xx rate %", stroke: COLORS["5xx"], spanGaps: false }],
     axes: [{}, { label: "5xx %" }],
-    scales: { y: { range: [0, 100] } },
+    // from 0, and at least to 5 %: a low rate stays readable, a spike shows as one
+    scales: { y: { range: (u, min, max) => [0, Math.max(5, (max || 0) * 1.2)] } },
   }, [t.times, t.rate_5xx.map((r) => (r === null ? null : 100 * r))]);
 }
 
