@@ -19,6 +19,7 @@ in sequence-number order.
 from __future__ import annotations
 
 import argparse
+import collections
 import ipaddress
 import json
 import re
@@ -61,6 +62,11 @@ class ObjectKey:
         if match is None or COMPACTED_MARK in key:
             return None
         return cls(match["stamp"], int(match["seq"]), match["shard"], key)
+
+    @property
+    def stream(self) -> tuple[str, str]:
+        """(hour, shard): the objects a rewritten object's lines move to."""
+        return self.key[:13], self.shard
 
 
 # --- filters: pure ---------------------------------------------------------------------
@@ -135,6 +141,15 @@ def readable(record: dict[str, Any]) -> str:
 # --- following the bucket --------------------------------------------------------------
 
 
+@dataclass
+class Shown:
+    """A key already handled: its ETag then, and the lines printed from it (None: it was
+    there before the tail started, nothing was printed)."""
+
+    etag: str
+    lines: list[str] | None
+
+
 class Follower:
     """Finds the record objects that landed since the last poll, each exactly once.
 
@@ -142,6 +157,13 @@ class Follower:
     record's arrival an object may still land and be shown; `hours` how far back the
     requests' own hours are listed (a request logged 50 min ago arrives late into the
     previous hour's prefix).
+
+    An object can also change after it was printed: after a failed put the function
+    rewrites an object without the lines of the records it will retry, and the retry
+    writes those lines again at the start of a new object of the same hour and shard (or,
+    retrying from the object's own first record, rewrites it with them and maybe more).
+    The ETag in each listing shows the change: lines added to a printed object are
+    printed; lines taken out of one are skipped where the retry brings them back.
     """
 
     def __init__(
@@ -157,7 +179,8 @@ class Follower:
         self.hours = hours
         self.clock = clock or (lambda: datetime.now(UTC))
         self.workers = workers
-        self.seen: set[ObjectKey] = set()
+        self.shown: dict[ObjectKey, Shown] = {}
+        self.taken_out: dict[tuple[str, str], list[str]] = {}  # (hour, shard) -> lines printed, then removed
         self.horizon = ""  # keys of objects that arrived before this stamp are never listed again
 
     def prefixes(self, now: datetime) -> list[str]:
@@ -166,50 +189,86 @@ class Follower:
         start = now - timedelta(hours=self.hours) - self.lag
         return [p + "/" for p in logs_query.hour_prefixes(start, now + timedelta(minutes=5))]
 
-    def _list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def _list(self, prefix: str) -> dict[str, str]:
+        keys: dict[str, str] = {}
         paginator = self.bucket.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(
-            Bucket=self.bucket.name, Prefix=prefix, StartAfter=prefix + KEY_NAME + self.horizon
-        ):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
+        start_after = prefix + KEY_NAME + self.horizon
+        for page in paginator.paginate(Bucket=self.bucket.name, Prefix=prefix, StartAfter=start_after):
+            keys.update((item["Key"], item.get("ETag", "")) for item in page.get("Contents", []))
         return keys
 
-    def new_keys(self) -> list[ObjectKey]:
-        """Keys listed now and never shown, in showing order; forget those below the horizon."""
+    def listing(self) -> dict[ObjectKey, str]:
+        """The keys (and ETags) of the objects that arrived within the lag; forget older ones."""
         now = self.clock()
         self.horizon = max(self.horizon, stamp(now - self.lag))
-        self.seen = {k for k in self.seen if k.stamp >= self.horizon}
+        self.shown = {k: v for k, v in self.shown.items() if k.stamp >= self.horizon}
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             listings = list(pool.map(self._list, self.prefixes(now)))
-        found = {parsed for keys in listings for parsed in map(ObjectKey.parse, keys) if parsed is not None}
-        fresh = sorted(k for k in found - self.seen if k.stamp >= self.horizon)
-        return fresh
+        found: dict[ObjectKey, str] = {}
+        for keys in listings:
+            for key, etag in keys.items():
+                parsed = ObjectKey.parse(key)
+                if parsed is not None and parsed.stamp >= self.horizon:
+                    found[parsed] = etag
+        return found
 
     def start(self) -> int:
-        """Mark what is already there as shown (the tail starts from now); how many."""
-        keys = self.new_keys()
-        self.seen.update(keys)
-        return len(keys)
+        """Mark what is already there as handled (the tail starts from now); how many."""
+        found = self.listing()
+        self.shown.update((key, Shown(etag, None)) for key, etag in found.items())
+        return len(found)
 
     def poll(self) -> list[dict[str, Any]]:
-        """The records of the objects that landed since the last poll, in order."""
-        keys = self.new_keys()
+        """The records that landed since the last poll, in order."""
+        found = self.listing()
+        changed = sorted(k for k, etag in found.items() if k in self.shown and self.shown[k].etag != etag)
+        fresh = sorted(k for k in found if k not in self.shown)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            bodies = list(pool.map(self._get, keys))
-        records: list[dict[str, Any]] = []
-        for key, body in zip(keys, bodies, strict=True):
-            if body is None:  # vanished meanwhile (compacted): its lines are in the compacted object
-                continue
-            self.seen.add(key)
-            records.extend(json.loads(line) for line in logs_query.plain(body).decode("utf-8").splitlines() if line)
-        return records
+            bodies = list(pool.map(self._lines, changed + fresh))
+        lines: list[str] = []
+        for key, body in zip(changed, bodies, strict=False):
+            if body is not None:
+                lines.extend(self._rewritten(key, found[key], body))
+        for key, body in zip(fresh, bodies[len(changed) :], strict=True):
+            if body is not None:  # None: vanished meanwhile (compacted), its lines are printed already
+                lines.extend(self._new(key, found[key], body))
+        return [json.loads(line) for line in lines]
 
-    def _get(self, key: ObjectKey) -> bytes | None:
+    def _new(self, key: ObjectKey, etag: str, lines: list[str]) -> list[str]:
+        self.shown[key] = Shown(etag, lines)
+        removed = self.taken_out.pop(key.stream, [])
+        same = 0
+        while same < min(len(removed), len(lines)) and lines[same] == removed[same]:
+            same += 1
+        if same < len(removed):
+            self.taken_out[key.stream] = removed[same:]
+        return lines[same:]
+
+    def _rewritten(self, key: ObjectKey, etag: str, lines: list[str]) -> list[str]:
+        before = self.shown[key].lines
+        self.shown[key] = Shown(etag, lines)
+        if before is None:  # never printed: nothing to add or take back
+            return []
+        if lines[: len(before)] == before:  # rewritten with more lines: print those
+            return lines[len(before) :]
+        if before[: len(lines)] == lines:  # trimmed: the retry brings the rest back, skip them then
+            self.taken_out[key.stream] = self.taken_out.get(key.stream, []) + before[len(lines) :]
+            return []
+        printed = collections.Counter(before)  # otherwise: print only what was not printed
+        unprinted = []
+        for line in lines:
+            if printed[line] > 0:
+                printed[line] -= 1
+            else:
+                unprinted.append(line)
+        return unprinted
+
+    def _lines(self, key: ObjectKey) -> list[str] | None:
         try:
-            return self.bucket.get(key.key)
+            body = self.bucket.get(key.key)
         except Missing:
             return None
+        return [line for line in logs_query.plain(body).decode("utf-8").splitlines() if line]
 
 
 def follow(

@@ -116,7 +116,7 @@ def test_keys_older_than_the_lag_are_forgotten_and_never_come_back(shards, follo
         shards.batch(0, clock.now, [nginx_line(clock.now, f"/minute/{n}")])
         assert uris(follower.poll()) == [f"/minute/{n}"]
     # the keys of the first minutes fell below the horizon: the set of shown keys stays small
-    assert len(follower.seen) <= 3
+    assert len(follower.shown) <= 3
     assert follower.poll() == []
 
 
@@ -135,6 +135,45 @@ def test_per_shard_order_over_many_batches(shards, follower, clock):
     shown.extend(follower.poll())
     for shard, paths in expected.items():
         assert [u for u in uris(shown) if u.startswith(f"/s{shard}/")] == paths
+
+
+def object_lines(s3_client, bucket, key: str) -> list[bytes]:
+    return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines(keepends=True)
+
+
+def test_an_object_trimmed_after_a_failed_put_is_not_printed_twice(shards, follower, clock, s3_client, bucket):
+    # given a printed object of 5 records (shard 0, 17h)
+    follower.start()
+    clock.now = T + timedelta(seconds=2)
+    shards.batch(0, T + timedelta(seconds=1), [nginx_line(T, f"/batch/{n}") for n in range(5)])
+    assert uris(follower.poll()) == [f"/batch/{n}" for n in range(5)]
+    (key,) = [k for k in bucket_keys(s3_client, bucket)]
+    lines = object_lines(s3_client, bucket, key)
+    # when the function trims it to its first 2 records (another hour's put failed) and
+    # the retry writes the other 3 again, with 2 new ones, as a new object of that hour
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"".join(lines[:2]))
+    clock.now = T + timedelta(seconds=4)
+    shards.batch(0, T + timedelta(seconds=3), [nginx_line(T, f"/batch/{n}") for n in range(2, 7)])
+    # then only the 2 new records are printed
+    assert uris(follower.poll()) == ["/batch/5", "/batch/6"]
+    assert follower.poll() == []
+
+
+def test_an_object_rewritten_with_more_records_prints_only_those(shards, follower, clock, s3_client, bucket):
+    follower.start()
+    clock.now = T + timedelta(seconds=2)
+    shards.batch(0, T + timedelta(seconds=1), [nginx_line(T, f"/grow/{n}") for n in range(2)])
+    assert uris(follower.poll()) == ["/grow/0", "/grow/1"]
+    (key,) = bucket_keys(s3_client, bucket)
+    lines = object_lines(s3_client, bucket, key)
+    extra = json.dumps({**json.loads(lines[1]), "request_uri": "/grow/2"}).encode() + b"\n"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"".join([*lines, extra]))
+    assert uris(follower.poll()) == ["/grow/2"]
+    assert follower.poll() == []
+
+
+def bucket_keys(s3_client, bucket) -> list[str]:
+    return [item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def test_filters_status_class_path_prefix_and_client():
