@@ -12,8 +12,8 @@ record. Keys therefore sort by arrival within an hour, but an object can land *a
 whose key sorts later (another shard's batch, a retry). So every poll lists the recent
 hours from `StartAfter` = the arrival stamp `--lag` seconds ago (not the last key shown),
 and shows the keys it has not shown yet; keys older than the lag are forgotten, since
-no listing returns them again. An object is shown once, whole; records of one shard come
-in sequence-number order.
+no listing returns them again. Records of one shard come in sequence-number order; an
+object rewritten after it was shown (ETag) adds only lines not shown (Follower).
 """
 
 from __future__ import annotations
