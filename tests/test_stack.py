@@ -56,6 +56,7 @@ def isolated_env() -> dict[str, str]:
         "COMPOSE_PROJECT_NAME": f"clp-test-{uuid.uuid4().hex[:8]}",
         "WEB_PORT": str(free_port()),
         "LOCALSTACK_PORT": str(free_port()),
+        "DASHBOARD_PORT": str(free_port()),
     }
 
 
@@ -67,6 +68,7 @@ def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
     ports = compose(env)["services"]
     assert ports["web"]["ports"] == [f"127.0.0.1:{env['WEB_PORT']}:80"]
     assert ports["localstack"]["ports"] == [f"127.0.0.1:{env['LOCALSTACK_PORT']}:4566"]
+    assert ports["dashboard"]["ports"] == [f"127.0.0.1:{env['DASHBOARD_PORT']}:8081"]
     # a user's .env (ignored by git) is never copied
     copy = isolated_checkout(tmp_path / "copy")
     assert (copy / "start.sh").exists() and not (copy / ".env").exists()
