@@ -11,6 +11,7 @@ volumes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -140,6 +141,28 @@ def test_a_request_arrives_in_s3_as_its_record(stack):
         for key in keys
     )
     assert path in shown
+
+
+@pytest.mark.docker
+@pytest.mark.skipif(docker_problem() is not None, reason=str(docker_problem()))
+def test_the_dashboard_serves_its_page_and_counts_a_request(stack):
+    _, env = stack
+    base = f"http://127.0.0.1:{env['DASHBOARD_PORT']}"
+    # given a request with a unique path through the stack's nginx
+    path = f"/dashboard-test-{uuid.uuid4().hex}"
+    with contextlib.suppress(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://127.0.0.1:{env['WEB_PORT']}{path}", timeout=10)
+
+    def paths() -> dict[str, int]:
+        with urllib.request.urlopen(f"{base}/api/top?window=15m&by=path&limit=100", timeout=30) as response:
+            return {row["value"]: row["requests"] for row in json.loads(response.read())["rows"]}
+
+    # then the dashboard's API counts it, and its page and chart library come from the image
+    wait_until(lambda: path in paths(), 60, interval=1)
+    assert paths().get(path) == 1
+    for asset in ("/", "/vendor/uPlot.iife.min.js", "/app.js"):
+        with urllib.request.urlopen(base + asset, timeout=10) as response:
+            assert response.status == 200 and response.read()
 
 
 @pytest.mark.docker
