@@ -91,6 +91,7 @@ def start(tmp_path):
                     # nothing listens on these: the port checks pass unless a test says otherwise
                     "WEB_PORT": str(free_port()),
                     "LOCALSTACK_PORT": str(free_port()),
+                    "DASHBOARD_PORT": str(free_port()),
                     **extra,
                     **(env or {}),
                 },
@@ -190,6 +191,22 @@ def test_web_port_taken_on_either_loopback(start, family):
     assert result.code == 1
     assert f"port {port} is taken" in result.stderr and "WEB_PORT" in result.stderr
     assert not any(call[:2] == ["compose", "up"] for call in result.calls)
+
+
+def test_dashboard_port_taken_names_its_setting_and_the_closing_message_names_it(start):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = start(scenario=healthy_stack(), env={"DASHBOARD_PORT": str(port)})
+    assert result.code == 1 and f"port {port} is taken" in result.stderr and "DASHBOARD_PORT" in result.stderr
+    assert not any(call[:2] == ["compose", "up"] for call in result.calls)
+    # once started, the closing message gives the dashboard's address and the tail
+    free = free_port()
+    started = start(scenario=healthy_stack(), env={"DASHBOARD_PORT": str(free)})
+    assert started.code == 0, started.stderr
+    assert f"The dashboard:          http://localhost:{free}/" in started.stdout
+    assert "./start.sh tail" in started.stdout
 
 
 def test_localstack_port_taken_names_its_setting(start):
