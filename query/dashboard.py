@@ -534,6 +534,10 @@ class Handler(BaseHTTPRequestHandler):
     app: App  # set on the subclass made by make_server
 
     def do_GET(self) -> None:  # http.server's naming
+        if not loopback_host(self.headers.get("Host", "")):
+            # a page of another site that rebinds its name to 127.0.0.1 must not read the logs
+            self._json(403, {"error": "the dashboard answers only for localhost, 127.0.0.1 or [::1]"})
+            return
         split = urlsplit(self.path)
         if split.path in ALLOWED:
             try:
@@ -578,6 +582,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+
+
+def loopback_host(header: str) -> bool:
+    """Whether a Host header names this machine's loopback (with any port)."""
+    name = header.strip().lower()
+    bracketed = name.startswith("[")  # an IPv6 address, then maybe :port
+    return (name[: name.find("]") + 1] if bracketed else name.rsplit(":", 1)[0]) in LOOPBACK_NAMES
 
 
 def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:

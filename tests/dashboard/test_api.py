@@ -316,6 +316,27 @@ def test_the_page_and_its_chart_library_are_served_from_the_stack(serve, bucket,
         assert missing.value.code == 404
 
 
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [("localhost:8081", 200), ("127.0.0.1", 200), ("[::1]:8081", 200), ("evil.example:8081", 403), ("", 403)],
+)
+def test_only_loopback_host_names_are_answered(serve, bucket, host, status):
+    # a site whose name was rebound to 127.0.0.1 sends its own name as Host
+    import http.client
+
+    server = serve()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.putrequest("GET", "/api/traffic?window=15m", skip_host=True)
+    if host:
+        connection.putheader("Host", host)
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == status
+    if status == 403:
+        assert "only for localhost" in json.loads(response.read())["error"]
+    connection.close()
+
+
 def outside_address() -> str | None:
     """An address of this machine that is not loopback, if it has one."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
