@@ -90,16 +90,25 @@ class Hour:
 class Store:
     """The window's records in DuckDB, read from the bucket as the query tool reads them."""
 
-    def __init__(self, bucket: Bucket, workers: int = 16, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        bucket: Bucket,
+        workers: int = 16,
+        clock: Callable[[], datetime] | None = None,
+        memory_limit: str = "1GB",
+    ) -> None:
         self.bucket = bucket
         self.workers = workers
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.tmp = Path(tempfile.mkdtemp(prefix="dashboard_"))
         self.con = logs_query.connect()
+        # a day at 200 req/s is 17 M rows: past this much memory DuckDB moves data to disk
+        self.con.execute("SET memory_limit = ?", [memory_limit])
+        self.con.execute("SET temp_directory = ?", [str(self.tmp / "spill")])
         self.con.execute(f'CREATE TABLE logs_all ({logs_query._columns_sql(LOG_COLUMNS)}, "_hour" VARCHAR)')
         self.con.execute(f'CREATE TABLE errors_all ({logs_query._columns_sql(ERROR_COLUMNS)}, "_hour" VARCHAR)')
         self.hours: dict[str, Hour] = {}
         self.lock = threading.Lock()
-        self.tmp = Path(tempfile.mkdtemp(prefix="dashboard_"))
         self.synced: tuple[float, datetime] | None = None  # (monotonic time, earliest hour synced)
 
     def close(self) -> None:
@@ -615,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
     parser.add_argument("--vendor-dir", type=Path, help="folder holding uPlot.iife.min.js and uPlot.min.css")
     parser.add_argument(
+        "--memory-limit", default="1GB", help="DuckDB's memory before it spills to disk (default %(default)s)"
+    )
+    parser.add_argument(
         "--function", default=os.environ.get("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="its log group"
     )
     parser.add_argument(
@@ -629,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         endpoint = None if args.aws else args.endpoint_url
         client = logs_query.s3_client(endpoint, args.region, args.workers)
-        app = App(Store(Bucket(client, args.bucket), args.workers), vendor_dir(args.vendor_dir))
+        store = Store(Bucket(client, args.bucket), args.workers, memory_limit=args.memory_limit)
+        app = App(store, vendor_dir(args.vendor_dir))
         app.function = FunctionLog(_logs_client(endpoint, args.region), args.function)
         app.saved = SavedLogs(args.saved_logs) if args.saved_logs else None
         server = make_server(app, args.host, args.port)
