@@ -143,15 +143,13 @@ class Store:
     def _listing(self, prefix: str, now: datetime) -> dict[str, int]:
         """The hour's keys and sizes. A full listing at first and every FULL_LISTING seconds;
         in between only the keys of objects that arrived in the last LAG (the function names
-        objects by their first record's arrival, see query/tail.py) and the `_` names: a
-        compaction manifest that appears or changes means a full listing again."""
+        objects by their first record's arrival, see query/tail.py), added to the last full
+        listing. Until a compaction's manifest shows in a full listing, the hour is read
+        from the objects it replaces, which were read already: its counts stay right."""
         hour = self.hours.get(prefix)
         if hour is not None and time.monotonic() - hour.listed_at < FULL_LISTING:
-            control = self._list(prefix + "_")
-            if control.get(prefix + logs_query.MANIFEST_NAME) == hour.listing.get(prefix + logs_query.MANIFEST_NAME):
-                recent = self._list(prefix, prefix + tail.KEY_NAME + tail.stamp(now - LAG))
-                hour.listing.update(recent)
-                return {key: size for key, (size, _) in hour.listing.items()}
+            hour.listing.update(self._list(prefix, prefix + tail.KEY_NAME + tail.stamp(now - LAG)))
+            return {key: size for key, (size, _) in hour.listing.items()}
         listing = self._list(prefix)
         hour = self.hours.setdefault(prefix, Hour())
         hour.listing, hour.listed_at = listing, time.monotonic()
