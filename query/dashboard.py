@@ -52,9 +52,11 @@ WINDOWS: dict[str, tuple[timedelta, int]] = {
     "6h": (timedelta(hours=6), 300),
     "24h": (timedelta(hours=24), 900),
 }
+# the query tool's summary's path ("Top paths"): the URI without its query string
+PATH = "coalesce(split_part(request_uri, '?', 1), '(no request line)')"
 TOP_BY = {
     # the same path expression as the query tool's summary ("Top paths")
-    "path": "coalesce(split_part(request_uri, '?', 1), '(no request line)')",
+    "path": '"_path"',  # PATH, computed once per row as it is loaded
     "agent": "coalesce(http_user_agent, '-')",
     "client": "coalesce(remote_addr, '-')",
 }
@@ -105,7 +107,9 @@ class Store:
         # a day at 200 req/s is 17 M rows: past this much memory DuckDB moves data to disk
         self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET temp_directory = ?", [str(self.tmp / "spill")])
-        self.con.execute(f'CREATE TABLE logs_all ({logs_query._columns_sql(LOG_COLUMNS)}, "_hour" VARCHAR)')
+        self.con.execute(
+            f'CREATE TABLE logs_all ({logs_query._columns_sql(LOG_COLUMNS)}, "_hour" VARCHAR, "_path" VARCHAR)'
+        )
         self.con.execute(f'CREATE TABLE errors_all ({logs_query._columns_sql(ERROR_COLUMNS)}, "_hour" VARCHAR)')
         self.hours: dict[str, Hour] = {}
         self.lock = threading.Lock()
@@ -187,7 +191,7 @@ class Store:
         if table == "logs_all":
             self.con.execute(
                 # built from logs_query's constants only; values are parameters
-                f"""INSERT INTO logs_all SELECT *, ? FROM read_json(?, format = 'newline_delimited',
+                f"""INSERT INTO logs_all SELECT *, ?, {PATH} FROM read_json(?, format = 'newline_delimited',
                     columns = {logs_query._struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')""",  # noqa: S608
                 [prefix, files],
             )
@@ -259,15 +263,16 @@ def traffic(store: Store, window: Window) -> dict[str, Any]:
     """Requests per chart bucket by status class, totals, and the 5xx rate."""
     _, rows = store.query(
         WINDOWED  # noqa: S608 - constants only; values are parameters
-        + """SELECT (epoch("timestamp")::BIGINT // ?) * ? AS t, (status // 100)::VARCHAR || 'xx' AS class, count(*)
+        + """SELECT epoch("timestamp")::BIGINT // ? AS t, status // 100 AS class, count(*)
              FROM logs GROUP BY ALL""",
-        [*window.bounds, window.bucket, window.bucket],
+        [*window.bounds, window.bucket],
     )
     times = window.buckets()
     index = {t: i for i, t in enumerate(times)}
     series = {c: [0] * len(times) for c in CLASSES}
     totals = dict.fromkeys(CLASSES, 0)
-    for t, cls, n in rows:
+    for bucket, hundreds, n in rows:
+        t, cls = bucket * window.bucket, f"{hundreds}xx"
         cls = cls if cls in series else "other"
         series.setdefault(cls, [0] * len(times))
         totals[cls] = totals.get(cls, 0) + n
