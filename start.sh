@@ -22,6 +22,8 @@
 #                                   SQL over the logs (tables logs, errors);
 #                                   without SQL, a summary of the last hour
 #   ./start.sh compact [--since 24h]   merge each closed hour's objects into one
+#   ./start.sh tail [--status 5xx] [--path /v1/] [--client ADDR] [--json]
+#                                   the records as they land, one line each
 #   ./start.sh --help
 #
 # Needs Docker with Compose v2, nothing else. Settings: .env (see .env.example).
@@ -117,15 +119,19 @@ stack_running() {
 }
 
 check_ports() {
-  local web_port localstack_port
+  local web_port localstack_port dashboard_port
   web_port=$(setting WEB_PORT 80)
   localstack_port=$(setting LOCALSTACK_PORT 4566)
+  dashboard_port=$(setting DASHBOARD_PORT 8081)
   stack_running && return 0 # our own stack holds the ports
   if port_in_use "$web_port"; then
     die "port $web_port is taken by another program: stop it, or set WEB_PORT=8080 in .env"
   fi
   if port_in_use "$localstack_port"; then
     die "port $localstack_port is taken (another LocalStack?): stop it, or set LOCALSTACK_PORT=4567 in .env"
+  fi
+  if port_in_use "$dashboard_port"; then
+    die "port $dashboard_port is taken by another program: stop it, or set DASHBOARD_PORT=8082 in .env"
   fi
 }
 
@@ -229,7 +235,7 @@ fail_compose() {
   echo "$output" >&2
   case "$output" in
     *"port is already allocated"* | *"address already in use"* | *"Ports are not available"*)
-      advice="a port is taken: stop what holds it, or choose other ports in .env (WEB_PORT, LOCALSTACK_PORT)" ;;
+      advice="a port is taken: stop what holds it, or choose other ports in .env (WEB_PORT, LOCALSTACK_PORT, DASHBOARD_PORT)" ;;
     *"pull access denied"* | *"manifest unknown"* | *"not found"* | *"failed to resolve reference"* | *"TLS handshake"* | *"i/o timeout"* | *"no such host"* | *"network is unreachable"*)
       # Compose prints "<service> Error <why>" for the service whose image it could not pull
       service=$(sed -n 's/^ *\([[:alnum:]_.-]*\) Error .*/\1/p' <<<"$output" | head -n 1)
@@ -338,15 +344,18 @@ wait_for_stack() {
 }
 
 next_steps() {
-  local web_port url
+  local web_port url dashboard
   web_port=$(setting WEB_PORT 80)
   url="http://localhost$([[ "$web_port" == 80 ]] || echo ":$web_port")/"
+  dashboard="http://localhost:$(setting DASHBOARD_PORT 8081)/"
   cat <<EOF
 The pipeline is up and provisioned.
 
   1. Open $url (every request becomes a line in S3 within seconds)
   2. List the bucket:     ./start.sh ls
   3. Read an object:      ./start.sh cat <key from the list> --pretty
+  The dashboard:          $dashboard
+  Records as they land:   ./start.sh tail
   Status and hints:       ./start.sh status
   The function's log:     ./start.sh logs --follow
   Stop:                   ./start.sh down   (keeps every line for the next start)
@@ -651,6 +660,7 @@ main() {
     traffic) shift; tool traffic.py web --url http://web:80 "$@" ;;
     query) shift; tool logs_query.py localstack "$@" ;;
     compact) shift; tool compact_hours.py localstack "$@" ;;
+    tail) shift; tool tail.py localstack "$@" ;;
     -h | --help | help) usage ;;
     *) usage_error "unknown command or option: $1" ;;
   esac

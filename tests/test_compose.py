@@ -26,7 +26,7 @@ def test_validates_against_the_compose_specification():
 def test_no_version_key_and_the_three_services():
     document = compose()
     assert "version" not in document
-    assert set(document["services"]) == {"web", "fluentd", "localstack", "query"}
+    assert set(document["services"]) == {"web", "fluentd", "localstack", "query", "dashboard"}
     # the query tools run on demand only (./start.sh query/traffic/compact)
     assert document["services"]["query"]["profiles"] == ["tools"]
     assert "ports" not in document["services"]["query"]
@@ -78,6 +78,29 @@ def test_ports_listen_on_loopback_unless_asked():
     web = compose({"WEB_BIND": "0.0.0.0", "WEB_PORT": "8080"})["services"]["web"]
     assert web["ports"] == ["0.0.0.0:8080:80"]
     assert compose()["services"]["web"]["ports"] == ["127.0.0.1:80:80"]
+
+
+def test_dashboard_is_published_on_loopback_only_from_the_query_image():
+    services = compose()["services"]
+    dashboard = services["dashboard"]
+    # the same image as the query tools, built from the same folder
+    assert dashboard["image"] == services["query"]["image"] and dashboard["build"] == services["query"]["build"]
+    # the server listens on the container's interface (Docker's port forwarding needs that),
+    # and Compose publishes that port on 127.0.0.1 only, whatever DASHBOARD_PORT says
+    command = dashboard["command"]
+    port = command[command.index("--port") + 1]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert dashboard["ports"] == [f"127.0.0.1:8081:{port}"]
+    assert compose({"DASHBOARD_PORT": "9999"})["services"]["dashboard"]["ports"] == [f"127.0.0.1:9999:{port}"]
+    assert compose({"WEB_BIND": "0.0.0.0"})["services"]["dashboard"]["ports"][0].startswith("127.0.0.1:")
+    assert port in " ".join(dashboard["healthcheck"]["test"])
+    assert dashboard["depends_on"] == {"localstack": {"condition": "service_healthy"}}
+    # the saved logs are read, never written
+    assert dashboard["volumes"] == ["saved-logs:/var/lib/pipeline:ro"]
+    assert dashboard["environment"]["PIPELINE_DATA_DIR"] == "/var/lib/pipeline"
+    # the landing page links the port Compose publishes
+    web = compose({"DASHBOARD_PORT": "9999"})["services"]["web"]["environment"]
+    assert web["NGINX_DASHBOARD_PORT"] == "9999" and "DASHBOARD_PORT" in web["NGINX_ENVSUBST_FILTER"]
     assert compose()["services"]["localstack"]["ports"] == ["127.0.0.1:4566:4566"]
     # another port for LocalStack, e.g. when another LocalStack holds 4566 (or for tests)
     assert compose({"LOCALSTACK_PORT": "4567"})["services"]["localstack"]["ports"] == ["127.0.0.1:4567:4566"]

@@ -58,6 +58,7 @@ def test_pictures_are_pngs(name):
 
 
 START_COMMANDS = {"up", "down", "export", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact"}
+START_COMMANDS.add("tail")  # docs/dashboard.md
 
 
 @pytest.mark.parametrize("readme", [README, README_KO], ids=["en", "ko"])

@@ -8,10 +8,13 @@ only that project's containers and volumes (tests/support/stack.py).
 
 from __future__ import annotations
 
+import json
+import urllib.request
 import uuid
 
 import pytest
 from support.compose import compose
+from support.net import wait_until
 from support.stack import Stack, isolated_checkout, isolated_env
 
 
@@ -23,6 +26,7 @@ def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
     ports = compose(env)["services"]
     assert ports["web"]["ports"] == [f"127.0.0.1:{env['WEB_PORT']}:80"]
     assert ports["localstack"]["ports"] == [f"127.0.0.1:{env['LOCALSTACK_PORT']}:4566"]
+    assert ports["dashboard"]["ports"] == [f"127.0.0.1:{env['DASHBOARD_PORT']}:8081"]
     # a user's .env (ignored by git) is never copied
     copy = isolated_checkout(tmp_path / "copy")
     assert (copy / "start.sh").exists() and not (copy / ".env").exists()
@@ -59,6 +63,25 @@ def test_a_request_arrives_in_s3_as_its_record(stack):
     keys = [line.split()[-1] for line in listing.splitlines() if not line.split()[-1].startswith("errors/")]
     shown = "".join(stack.run("cat", key).stdout for key in keys)
     assert path in shown
+
+
+@pytest.mark.docker
+def test_the_dashboard_serves_its_page_and_counts_a_request(stack):
+    base = f"http://127.0.0.1:{stack.env['DASHBOARD_PORT']}"
+    # given a request with a unique path through the stack's nginx
+    path = f"/dashboard-test-{uuid.uuid4().hex}"
+    stack.request(path)
+
+    def paths() -> dict[str, int]:
+        with urllib.request.urlopen(f"{base}/api/top?window=15m&by=path&limit=100", timeout=30) as response:
+            return {row["value"]: row["requests"] for row in json.loads(response.read())["rows"]}
+
+    # then the dashboard's API counts it, and its page and chart library come from the image
+    wait_until(lambda: path in paths(), 60, interval=1)
+    assert paths().get(path) == 1
+    for asset in ("/", "/vendor/uPlot.iife.min.js", "/app.js"):
+        with urllib.request.urlopen(base + asset, timeout=10) as response:
+            assert response.status == 200 and response.read()
 
 
 @pytest.mark.docker

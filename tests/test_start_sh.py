@@ -91,6 +91,7 @@ def start(tmp_path):
                     # nothing listens on these: the port checks pass unless a test says otherwise
                     "WEB_PORT": str(free_port()),
                     "LOCALSTACK_PORT": str(free_port()),
+                    "DASHBOARD_PORT": str(free_port()),
                     **extra,
                     **(env or {}),
                 },
@@ -190,6 +191,22 @@ def test_web_port_taken_on_either_loopback(start, family):
     assert result.code == 1
     assert f"port {port} is taken" in result.stderr and "WEB_PORT" in result.stderr
     assert not any(call[:2] == ["compose", "up"] for call in result.calls)
+
+
+def test_dashboard_port_taken_names_its_setting_and_the_closing_message_names_it(start):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = start(scenario=healthy_stack(), env={"DASHBOARD_PORT": str(port)})
+    assert result.code == 1 and f"port {port} is taken" in result.stderr and "DASHBOARD_PORT" in result.stderr
+    assert not any(call[:2] == ["compose", "up"] for call in result.calls)
+    # once started, the closing message gives the dashboard's address and the tail
+    free = free_port()
+    started = start(scenario=healthy_stack(), env={"DASHBOARD_PORT": str(free)})
+    assert started.code == 0, started.stderr
+    assert f"The dashboard:          http://localhost:{free}/" in started.stdout
+    assert "./start.sh tail" in started.stdout
 
 
 def test_localstack_port_taken_names_its_setting(start):
@@ -608,6 +625,7 @@ def test_landing_page_and_closing_message_name_only_commands_that_exist(start):
     result = start(scenario=healthy_stack())
     named = set(re.findall(r"\./start\.sh (\w+)", page + result.stdout))
     commands = {"up", "down", "provision", "status", "ls", "cat", "logs", "traffic", "query", "compact", "export"}
+    commands.add("tail")  # docs/dashboard.md
     assert named and named <= commands
     assert "awslocal" not in page + result.stdout and "init_resource.py" not in page + result.stdout
 
@@ -685,7 +703,16 @@ def test_traffic_goes_through_nginx(tools_on_moto, nginx):
     assert len(nginx.log_lines()) >= 19  # the malformed ones nginx may answer without a line
 
 
-@pytest.mark.parametrize("command", ["query", "traffic", "compact"])
+def test_tail_runs_the_query_image_tool_with_its_options(tools_on_moto):
+    # an empty emulator: the tool itself answers (no bucket), its option errors too
+    result = tools_on_moto("tail", "--status", "5xx", "--json")
+    assert result.code == 1 and result.stderr.startswith("tail: error: no bucket nginx-accesslog"), result.stderr
+    assert any(call[-4:] == ["/opt/query/tail.py", "--status", "5xx", "--json"] for call in result.calls)
+    bad = tools_on_moto("tail", "--status", "9xx")
+    assert bad.code == 2 and "not a status or class: '9xx'" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["query", "traffic", "compact", "tail"])
 def test_tools_need_the_running_stack(tools_on_moto, command):
     result = tools_on_moto(command, health="starting")
     assert result.code == 1 and result.stderr.count("\n") == 1

@@ -26,6 +26,8 @@ def test_serves_the_landing_page_without_its_version(nginx):
     assert "What happens to this request" in body
     # the stack's default names stand where the page has placeholders
     assert "<code>nginx-accesslog-stream</code>" in body and "<code>nginx-accesslog</code>" in body
+    # and it links the dashboard on compose's default port
+    assert '<a href="http://localhost:8081/">' in body
     assert "@" not in body.split("<body>", 1)[1]
 
 
@@ -37,7 +39,7 @@ def test_the_landing_page_names_the_configured_stream_and_bucket(tmp_path):
     server = Nginx(
         require("nginx", "the real web server of the stack"),
         tmp_path / "nginx",
-        settings={"NGINX_KINESIS_STREAM": "my-stream", "NGINX_BUCKET_NAME": "my-logs"},
+        settings={"NGINX_KINESIS_STREAM": "my-stream", "NGINX_BUCKET_NAME": "my-logs", "NGINX_DASHBOARD_PORT": "9090"},
     )
     try:
         with urllib.request.urlopen(server.url + "/", timeout=5) as response:
@@ -47,6 +49,7 @@ def test_the_landing_page_names_the_configured_stream_and_bucket(tmp_path):
     # then the page names those, and not the defaults
     assert "<code>my-stream</code>" in body and "<code>my-logs</code>" in body
     assert "nginx-accesslog" not in body
+    assert '<a href="http://localhost:9090/">' in body and "8081" not in body
 
 
 def test_healthcheck_is_answered_and_not_logged(nginx):

@@ -30,9 +30,26 @@ def test_image_packages_are_exact_pins_matching_the_test_group():
 
 def test_dockerfile_uses_a_pinned_base_runs_unprivileged_and_ships_the_tools():
     text = (QUERY / "Dockerfile").read_text()
-    (base,) = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
+    assets, base = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
+    # the dashboard's chart library: an exact node image, npm ci from the lock file
+    assert re.fullmatch(r"node:\d+\.\d+\.\d+-slim", assets), assets
+    assert "npm ci" in text and "assets/package-lock.json" in text
     assert "-r /opt/query/requirements.txt" in text and "--only-binary=:all:" in text
     assert re.search(r"^USER query$", text, re.MULTILINE) and "EXPOSE" not in text
-    for tool in ("logs_query.py", "compact_hours.py", "traffic.py"):
+    for tool in ("logs_query.py", "compact_hours.py", "traffic.py", "tail.py", "dashboard.py"):
         assert tool in text and (QUERY / tool).is_file()
+    for page in ("index.html", "app.js", "app.css"):
+        assert f"static/{page}" in text and (QUERY / "static" / page).is_file()
+    assert "uPlot.iife.min.js" in text and "uPlot.min.css" in text
+
+
+def test_the_chart_library_is_pinned_exactly_in_the_lock_file():
+    import json
+
+    package = json.loads((QUERY / "assets" / "package.json").read_text())
+    lock = json.loads((QUERY / "assets" / "package-lock.json").read_text())
+    for name, version in package["dependencies"].items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} {version} is not exact"
+        locked = lock["packages"][f"node_modules/{name}"]
+        assert locked["version"] == version and locked["integrity"].startswith("sha512-")

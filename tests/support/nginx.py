@@ -81,6 +81,7 @@ class Nginx:
                     # docker-compose.yml's defaults; `settings` stands for a user's .env
                     "NGINX_KINESIS_STREAM": "nginx-accesslog-stream",
                     "NGINX_BUCKET_NAME": "nginx-accesslog",
+                    "NGINX_DASHBOARD_PORT": "8081",
                     **(settings or {}),
                 }
             )

@@ -48,6 +48,7 @@ def isolated_env(base: dict[str, str] | None = None) -> dict[str, str]:
         "COMPOSE_PROJECT_NAME": f"clp-test-{uuid.uuid4().hex[:8]}",
         "WEB_PORT": str(free_port()),
         "LOCALSTACK_PORT": str(free_port()),
+        "DASHBOARD_PORT": str(free_port()),
     }
 
 

@@ -1,0 +1,681 @@
+#!/usr/bin/env python3
+"""The dashboard: a static page and a small JSON API of fixed, parameterised queries.
+
+    python3 query/dashboard.py --host 127.0.0.1 --port 8081   # then open http://127.0.0.1:8081/
+
+The page (query/static/) asks the API every few seconds; the API answers from the same
+reader and tables as `./start.sh query` (query/logs_query.py): hour prefixes listed and
+read through the compaction manifests, lines loaded into DuckDB with the record schema.
+Unlike the query tool, the tables stay loaded between requests: each refresh lists the
+window's hours and reads only the objects it has not read yet, so a refresh over an hour
+of 200 req/s costs a listing, not 720,000 lines (bench/dashboard_bench.py measures it).
+
+The page never sends SQL: each endpoint runs one fixed statement whose only inputs are
+bound parameters from a closed set (the window) or checked integers (limits). Anything
+else is a 400 with a one-line JSON message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import logs_query
+import tail
+from logs_query import ERROR_COLUMNS, ERROR_PREFIX, LOG_COLUMNS, Bucket, Missing, Sink
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+# where the image puts uPlot (query/Dockerfile); in a checkout, `npm ci` in query/assets
+VENDOR_DIRS = (STATIC / "vendor", HERE / "assets" / "node_modules" / "uplot" / "dist")
+DEFAULT_PORT = 8081
+
+# window -> (length, chart bucket): at most 97 points a series (96 and a partial one)
+WINDOWS: dict[str, tuple[timedelta, int]] = {
+    "15m": (timedelta(minutes=15), 60),
+    "1h": (timedelta(hours=1), 60),
+    "6h": (timedelta(hours=6), 300),
+    "24h": (timedelta(hours=24), 900),
+}
+# the query tool's summary's path ("Top paths"): the URI without its query string
+PATH = "coalesce(split_part(request_uri, '?', 1), '(no request line)')"
+TOP_BY = {
+    # the same path expression as the query tool's summary ("Top paths")
+    "path": '"_path"',  # PATH, computed once per row as it is loaded
+    "agent": "coalesce(http_user_agent, '-')",
+    "client": "coalesce(remote_addr, '-')",
+}
+MAX_LIMIT = 100
+MAX_EXAMPLES = 10
+CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+NO_LATENCY = "no request times in these logs"
+KEEP = timedelta(hours=25)  # hours older than the longest window are dropped from memory
+# An object lands at most LAG after its first record's arrival (as ./start.sh tail assumes);
+# a full listing of each hour every FULL_LISTING seconds catches any later one.
+LAG = timedelta(minutes=2)
+FULL_LISTING = 60.0
+
+
+class BadRequest(ValueError):
+    """A parameter the API does not take: answered with 400 and this message."""
+
+
+# --- the tables: loaded once, topped up per refresh ----------------------------------
+
+
+@dataclass
+class Hour:
+    """What is loaded of one hour prefix (`YYYY/MM/DD/HH/` or `errors/...`)."""
+
+    loaded: dict[str, str] = field(default_factory=dict)  # key -> ETag when it was read
+    objects: int = 0
+    bytes: int = 0
+    listing: dict[str, tuple[int, str]] = field(default_factory=dict)  # key -> (size, ETag)
+    listed_at: float = 0.0  # monotonic time of the last full listing
+
+
+class Store:
+    """The window's records in DuckDB, read from the bucket as the query tool reads them."""
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        workers: int = 16,
+        clock: Callable[[], datetime] | None = None,
+        memory_limit: str = "1GB",
+    ) -> None:
+        self.bucket = bucket
+        self.workers = workers
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.tmp = Path(tempfile.mkdtemp(prefix="dashboard_"))
+        self.con = logs_query.connect()
+        # a day at 200 req/s is 17 M rows: past this much memory DuckDB moves data to disk
+        self.con.execute("SET memory_limit = ?", [memory_limit])
+        self.con.execute("SET temp_directory = ?", [str(self.tmp / "spill")])
+        self.con.execute(
+            f'CREATE TABLE logs_all ({logs_query._columns_sql(LOG_COLUMNS)}, "_hour" VARCHAR, "_path" VARCHAR)'
+        )
+        self.con.execute(f'CREATE TABLE errors_all ({logs_query._columns_sql(ERROR_COLUMNS)}, "_hour" VARCHAR)')
+        self.hours: dict[str, Hour] = {}
+        self.lock = threading.Lock()
+        self.synced: tuple[float, datetime] | None = None  # (monotonic time, earliest hour synced)
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def sync(self, start: datetime, max_age: float = 1.0) -> None:
+        """Load every object of the hours from `start` to now not loaded yet (at most once
+        per `max_age` seconds for a window already covered)."""
+        with self.lock:
+            if self.synced and time.monotonic() - self.synced[0] < max_age and self.synced[1] <= start:
+                return
+            now = self.clock()
+            hours = logs_query.hour_prefixes(start, now + timedelta(minutes=5))
+            prefixes = [h + "/" for h in hours] + [ERROR_PREFIX + h + "/" for h in hours]
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                listings = list(pool.map(lambda p: self._listing(p, now), prefixes))
+                for prefix, listing in zip(prefixes, listings, strict=True):
+                    self._load(pool, prefix, listing)
+            self._forget(now - KEEP)
+            self.synced = (time.monotonic(), start)
+
+    def _list(self, prefix: str, start_after: str = "") -> dict[str, tuple[int, str]]:
+        found: dict[str, tuple[int, str]] = {}
+        extra = {"StartAfter": start_after} if start_after else {}
+        for page in self.bucket.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket.name, Prefix=prefix, **extra
+        ):
+            found.update((item["Key"], (item["Size"], item.get("ETag", ""))) for item in page.get("Contents", []))
+        return found
+
+    def _listing(self, prefix: str, now: datetime) -> dict[str, int]:
+        """The hour's keys and sizes. A full listing at first and every FULL_LISTING seconds;
+        in between only the keys of objects that arrived in the last LAG (the function names
+        objects by their first record's arrival, see query/tail.py), added to the last full
+        listing. Until a compaction's manifest shows in a full listing, the hour is read
+        from the objects it replaces, which were read already: its counts stay right."""
+        hour = self.hours.get(prefix)
+        if hour is not None and time.monotonic() - hour.listed_at < FULL_LISTING:
+            hour.listing.update(self._list(prefix, prefix + tail.KEY_NAME + tail.stamp(now - LAG)))
+            return {key: size for key, (size, _) in hour.listing.items()}
+        listing = self._list(prefix)
+        hour = self.hours.setdefault(prefix, Hour())
+        hour.listing, hour.listed_at = listing, time.monotonic()
+        return {key: size for key, (size, _) in listing.items()}
+
+    def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int]) -> None:
+        table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
+        manifest = logs_query.read_manifest(self.bucket, prefix, list(listing))
+        plan = logs_query.objects_to_read(listing, manifest)
+        hour = self.hours.setdefault(prefix, Hour())
+        etags = {key: etag for key, (_, etag) in hour.listing.items()}
+        # Compacted since (an object read is no longer to be read), or an object read was
+        # rewritten (the function trims an object after a failed put, and its retry writes
+        # the trimmed lines anew): read the hour again.
+        rewritten = any(etags.get(key) != etag for key, etag in hour.loaded.items())
+        if rewritten or not set(hour.loaded) <= set(plan):
+            self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
+            hour.loaded = {}
+        hour.objects = len(plan)
+        hour.bytes = sum(listing.get(key, 0) for key in plan)
+        new = [key for key in plan if key not in hour.loaded]
+        if not new:
+            return
+        try:
+            bodies = list(pool.map(self.bucket.get, new))
+        except Missing:
+            return  # a compaction ran meanwhile: the next refresh reads its object
+        stem = self.tmp / "batch"
+        plain_file, gzip_file = stem.with_suffix(".jsonl"), stem.with_suffix(".jsonl.gz")
+        with plain_file.open("wb") as plain, gzip_file.open("wb") as gzipped:
+            sink = Sink(plain, gzipped)
+            for body in bodies:
+                sink.write(body)
+        files = [str(f) for f in (plain_file, gzip_file) if f.stat().st_size]
+        if table == "logs_all":
+            self.con.execute(
+                # built from logs_query's constants only; values are parameters
+                f"""INSERT INTO logs_all SELECT *, ?, {PATH} FROM read_json(?, format = 'newline_delimited',
+                    columns = {logs_query._struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')""",  # noqa: S608
+                [prefix, files],
+            )
+        else:
+            names = ", ".join(f'"{n}"' for n in ERROR_COLUMNS if n != "approximateArrivalTimestamp")
+            struct = logs_query._struct_sql(ERROR_COLUMNS, {"approximateArrivalTimestamp": "DOUBLE"})
+            self.con.execute(
+                f"""INSERT INTO errors_all SELECT {names},
+                        to_timestamp("approximateArrivalTimestamp")::TIMESTAMP, ?
+                    FROM read_json(?, format = 'newline_delimited', columns = {struct})""",  # noqa: S608
+                [prefix, files],
+            )
+        hour.loaded.update((key, etags.get(key, "")) for key in new)
+
+    def _forget(self, before: datetime) -> None:
+        oldest = before.strftime("%Y/%m/%d/%H/")
+        for prefix in [p for p in self.hours if p.removeprefix(ERROR_PREFIX) < oldest]:
+            table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
+            self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
+            del self.hours[prefix]
+
+    def query(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """One fixed statement over `logs` and `errors` of [start, end) (the first two params)."""
+        with self.lock:
+            cursor = self.con.cursor()
+        try:
+            cursor.execute(sql, params)
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        finally:
+            cursor.close()
+
+
+# The window's rows under the query tool's table names, so each panel's SQL reads as it
+# would in ./start.sh query; the first two parameters are the window's bounds.
+WINDOWED = """WITH logs AS (SELECT * EXCLUDE ("_hour") FROM logs_all WHERE "timestamp" >= ? AND "timestamp" < ?),
+     errors AS (SELECT * EXCLUDE ("_hour") FROM errors_all
+                WHERE "approximateArrivalTimestamp" >= ? AND "approximateArrivalTimestamp" < ?)
+"""
+
+
+# --- the panels: fixed SQL, parameters only ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    start: datetime
+    end: datetime
+    bucket: int
+
+    @property
+    def bounds(self) -> list[Any]:
+        begin, finish = self.start.replace(tzinfo=None), self.end.replace(tzinfo=None)
+        return [begin, finish, begin, finish]
+
+    def buckets(self) -> list[int]:
+        first = int(self.start.timestamp()) // self.bucket * self.bucket
+        return list(range(first, int(self.end.timestamp()), self.bucket))
+
+    def describe(self) -> dict[str, Any]:
+        return {"window": self.name, "start": _iso(self.start), "end": _iso(self.end), "bucket_seconds": self.bucket}
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def traffic(store: Store, window: Window) -> dict[str, Any]:
+    """Requests per chart bucket by status class, totals, and the 5xx rate."""
+    _, rows = store.query(
+        WINDOWED  # noqa: S608 - constants only; values are parameters
+        + """SELECT epoch("timestamp")::BIGINT // ? AS t, status // 100 AS class, count(*)
+             FROM logs GROUP BY ALL""",
+        [*window.bounds, window.bucket],
+    )
+    times = window.buckets()
+    index = {t: i for i, t in enumerate(times)}
+    series = {c: [0] * len(times) for c in CLASSES}
+    totals = dict.fromkeys(CLASSES, 0)
+    for bucket, hundreds, n in rows:
+        t, cls = bucket * window.bucket, f"{hundreds}xx"
+        cls = cls if cls in series else "other"
+        series.setdefault(cls, [0] * len(times))
+        totals[cls] = totals.get(cls, 0) + n
+        if t in index:
+            series[cls][index[t]] += n
+    per_bucket = [sum(s[i] for s in series.values()) for i in range(len(times))]
+    requests = sum(totals.values())
+    return {
+        **window.describe(),
+        "times": times,
+        "classes": series,
+        "totals": totals,
+        "requests": requests,
+        "rate_5xx": [round(series["5xx"][i] / n, 4) if n else None for i, n in enumerate(per_bucket)],
+        "rate_5xx_total": round(totals["5xx"] / requests, 4) if requests else None,
+    }
+
+
+def latency(store: Store, window: Window) -> dict[str, Any]:
+    """p50/p95/p99 of request_time per bucket, where the records carry it."""
+    base = {**window.describe(), "times": [], "p50": [], "p95": [], "p99": []}
+    if "request_time" not in LOG_COLUMNS:
+        return {**base, "available": False, "message": NO_LATENCY}
+    _, rows = store.query(
+        WINDOWED  # noqa: S608 - constants only
+        + """SELECT (epoch("timestamp")::BIGINT // ?) * ? AS t,
+                    quantile_cont(request_time, [0.5, 0.95, 0.99]) AS q, count(request_time) AS n
+             FROM logs GROUP BY 1 HAVING count(request_time) > 0 ORDER BY 1""",
+        [*window.bounds, window.bucket, window.bucket],
+    )
+    if not rows:
+        return {**base, "available": False, "message": NO_LATENCY}
+    return {
+        **base,
+        "available": True,
+        "times": [t for t, _, _ in rows],
+        "p50": [float(q[0]) for _, q, _ in rows],
+        "p95": [float(q[1]) for _, q, _ in rows],
+        "p99": [float(q[2]) for _, q, _ in rows],
+        "samples": sum(n for _, _, n in rows),
+    }
+
+
+def top(store: Store, window: Window, by: str, limit: int) -> dict[str, Any]:
+    """The most frequent paths, user agents or clients, with their error (>= 400) counts."""
+    expression = TOP_BY[by]  # a key of a constant table, checked by the caller
+    _, rows = store.query(
+        WINDOWED  # noqa: S608 - constants only
+        + f"""SELECT {expression} AS value, count(*) AS requests, count(*) FILTER (WHERE status >= 400) AS errors
+              FROM logs GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?""",  # noqa: S608
+        [*window.bounds, limit],
+    )
+    return {**window.describe(), "by": by, "rows": [{"value": v, "requests": n, "errors": e} for v, n, e in rows]}
+
+
+def unparsed(store: Store, window: Window, examples: int) -> dict[str, Any]:
+    """The errors table by error code, with the newest few lines of each."""
+    _, rows = store.query(
+        WINDOWED  # noqa: S608 - constants only
+        + """SELECT "errorCode", count(*) AS lines,
+                    list("rawData" ORDER BY "approximateArrivalTimestamp" DESC)[1:?] AS raw,
+                    max("approximateArrivalTimestamp") AS newest
+             FROM errors GROUP BY 1 ORDER BY 2 DESC, 1""",
+        [*window.bounds, examples],
+    )
+    codes = [
+        {"code": code, "lines": n, "newest": _iso(newest.replace(tzinfo=UTC)), "examples": [_shown(r) for r in raw]}
+        for code, n, raw, newest in rows
+    ]
+    return {**window.describe(), "total": sum(c["lines"] for c in codes), "codes": codes}
+
+
+def _shown(raw: str | None, width: int = 200) -> str:
+    """An unparsed line as text for the page (its bytes are kept in base64)."""
+    try:
+        text = base64.b64decode(raw or "").decode("utf-8", "backslashreplace")
+    except ValueError:
+        text = raw or ""
+    text = text.rstrip("\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def pipeline(store: Store, window: Window, function: FunctionLog | None, saved: SavedLogs | None) -> dict[str, Any]:
+    """Freshness, objects and bytes per hour, the function's failures, the saved logs."""
+    _, ((newest,),) = store.query(WINDOWED + 'SELECT max("timestamp") FROM logs_all', window.bounds)  # noqa: S608
+    now = store.clock()
+    hours = [
+        {"hour": prefix.removesuffix("/"), "objects": hour.objects, "bytes": hour.bytes}
+        for prefix, hour in sorted(store.hours.items())
+        if not prefix.startswith(ERROR_PREFIX) and prefix >= window.start.strftime("%Y/%m/%d/%H/")
+    ]
+    return {
+        **window.describe(),
+        "newest_record": _iso(newest.replace(tzinfo=UTC)) if newest else None,
+        "freshness_seconds": round((now - newest.replace(tzinfo=UTC)).total_seconds(), 1) if newest else None,
+        "hours": hours,
+        "function": function.recent(window.start) if function else {"available": False, "message": "not configured"},
+        "saved": saved.state(store.bucket.name) if saved else {"available": False, "message": "not mounted here"},
+    }
+
+
+class FunctionLog:
+    """The function's recent batches from its CloudWatch log group (LocalStack's logs)."""
+
+    def __init__(self, logs: Any, function: str) -> None:
+        self.logs = logs
+        self.group = f"/aws/lambda/{function}"
+
+    def recent(self, since: datetime, limit: int = 2000) -> dict[str, Any]:
+        batches = failed = 0
+        failures: list[dict[str, Any]] = []
+        try:
+            pages = self.logs.get_paginator("filter_log_events").paginate(
+                logGroupName=self.group, startTime=int(since.timestamp() * 1000), PaginationConfig={"MaxItems": limit}
+            )
+            for page in pages:
+                for event in page.get("events", []):
+                    message = event.get("message", "")
+                    try:
+                        line = json.loads(message)
+                    except ValueError:
+                        line = None
+                    if isinstance(line, dict) and line.get("message") == "batch processed":
+                        batches += 1
+                        if line.get("putFailures") or line.get("retryFrom"):
+                            failed += 1
+                            failures.append({"at": event["timestamp"], "text": message.strip()[:300]})
+                    elif any(word in message for word in ("ERROR", "Traceback", "Task timed out")):
+                        failed += 1
+                        failures.append({"at": event["timestamp"], "text": message.strip()[:300]})
+        except Exception as exc:
+            if type(exc).__name__ == "ResourceNotFoundException":
+                return {
+                    "available": True,
+                    "batches": 0,
+                    "failed": 0,
+                    "recent": [],
+                    "message": "the function has not run",
+                }
+            return {"available": False, "message": f"its log is not readable: {logs_query.describe(exc, '')}"}
+        recent = [{"at": _iso(datetime.fromtimestamp(f["at"] / 1000, UTC)), "text": f["text"]} for f in failures[-5:]]
+        return {"available": True, "batches": batches, "failed": failed, "recent": recent}
+
+
+class SavedLogs:
+    """The saved-logs folder (init/bucket_mirror.py's copy), mounted read-only; counted at
+    most every `max_age` seconds (a day at 200 req/s is ~90,000 files)."""
+
+    def __init__(self, root: Path, max_age: float = 30.0) -> None:
+        self.root = root
+        self.max_age = max_age
+        self.cached: tuple[float, dict[str, Any]] | None = None
+
+    def state(self, bucket: str) -> dict[str, Any]:
+        if self.cached and time.monotonic() - self.cached[0] < self.max_age:
+            return self.cached[1]
+        folder = self.root / bucket
+        if not folder.is_dir():
+            answer: dict[str, Any] = {"available": True, "files": 0, "bytes": 0, "message": "nothing saved yet"}
+        else:
+            files = size = 0
+            newest = 0.0
+            for directory, _, names in os.walk(folder):
+                for name in names:
+                    if name.startswith(".saving-"):
+                        continue
+                    stat = Path(directory, name).stat()
+                    files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime)
+            answer = {
+                "available": True,
+                "files": files,
+                "bytes": size,
+                "newest_saved": _iso(datetime.fromtimestamp(newest, UTC)) if files else None,
+            }
+        self.cached = (time.monotonic(), answer)
+        return answer
+
+
+# --- parameters ----------------------------------------------------------------------
+
+ALLOWED = {
+    "/api/traffic": {"window"},
+    "/api/latency": {"window"},
+    "/api/top": {"window", "by", "limit"},
+    "/api/errors": {"window", "examples"},
+    "/api/pipeline": {"window"},
+}
+
+
+def parameters(path: str, query: str) -> dict[str, str]:
+    """The request's parameters: only the endpoint's own, each once, short."""
+    try:
+        parsed = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query), max_num_fields=10)
+    except ValueError:
+        raise BadRequest("malformed query string") from None
+    unknown = sorted(set(parsed) - ALLOWED[path])
+    if unknown:
+        raise BadRequest(
+            f"unknown parameter {unknown[0][:40]!r}; this endpoint takes {', '.join(sorted(ALLOWED[path]))}"
+        )
+    for name, values in parsed.items():
+        if len(values) != 1:
+            raise BadRequest(f"parameter {name!r} given {len(values)} times")
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def window_of(params: dict[str, str], now: datetime) -> Window:
+    name = params.get("window", "1h")
+    if name not in WINDOWS:
+        raise BadRequest(f"unknown window {name[:40]!r}; one of {', '.join(WINDOWS)}")
+    length, bucket = WINDOWS[name]
+    return Window(name, now - length, now, bucket)
+
+
+def bounded(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = params.get(name, str(default))
+    if not text.isascii() or not text.isdigit() or len(text) > 6 or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {text[:40]!r}")
+    return int(text)
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.css": ("app.css", "text/css; charset=utf-8"),
+    "/vendor/uPlot.iife.min.js": ("vendor:uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+    "/vendor/uPlot.min.css": ("vendor:uPlot.min.css", "text/css; charset=utf-8"),
+}
+
+
+@dataclass
+class App:
+    store: Store
+    vendor: Path
+    function: FunctionLog | None = None
+    saved: SavedLogs | None = None
+
+    def api(self, path: str, query: str) -> dict[str, Any]:
+        params = parameters(path, query)
+        window = window_of(params, self.store.clock())
+        if path == "/api/top":
+            by = params.get("by", "path")
+            if by not in TOP_BY:
+                raise BadRequest(f"unknown by {by[:40]!r}; one of {', '.join(TOP_BY)}")
+            limit = bounded(params, "limit", 10, 1, MAX_LIMIT)
+            self.store.sync(window.start)
+            return top(self.store, window, by, limit)
+        examples = bounded(params, "examples", 3, 0, MAX_EXAMPLES) if path == "/api/errors" else 0
+        self.store.sync(window.start)
+        if path == "/api/traffic":
+            return traffic(self.store, window)
+        if path == "/api/latency":
+            return latency(self.store, window)
+        if path == "/api/errors":
+            return unparsed(self.store, window, examples)
+        return pipeline(self.store, window, self.function, self.saved)
+
+    def static(self, path: str) -> tuple[bytes, str] | None:
+        entry = STATIC_FILES.get(path)
+        if entry is None:
+            return None
+        name, kind = entry
+        file = self.vendor / name.removeprefix("vendor:") if name.startswith("vendor:") else STATIC / name
+        return file.read_bytes(), kind
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "dashboard"
+    app: App  # set on the subclass made by make_server
+
+    def do_GET(self) -> None:  # http.server's naming
+        if not loopback_host(self.headers.get("Host", "")):
+            # a page of another site that rebinds its name to 127.0.0.1 must not read the logs
+            self._json(403, {"error": "the dashboard answers only for localhost, 127.0.0.1 or [::1]"})
+            return
+        split = urlsplit(self.path)
+        if split.path in ALLOWED:
+            try:
+                self._json(200, self.app.api(split.path, split.query))
+            except BadRequest as exc:
+                self._json(400, {"error": str(exc)})
+            except Exception as exc:
+                self._json(
+                    503,
+                    {"error": f"the logs could not be read: {logs_query.describe(exc, self.app.store.bucket.name)}"},
+                )
+            return
+        if split.path.startswith("/api/"):
+            self._json(404, {"error": f"no endpoint {split.path[:60]!r}; endpoints: {', '.join(ALLOWED)}"})
+            return
+        if split.path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+            return
+        found = self.app.static(split.path)
+        if found is None:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+        else:
+            self._send(200, *found)
+
+    def do_POST(self) -> None:
+        self._json(405, {"error": "the dashboard's API only answers GET"})
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, json.dumps(body, ensure_ascii=False, default=str).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
+
+
+def loopback_host(header: str) -> bool:
+    """Whether a Host header names this machine's loopback (with any port)."""
+    name = header.strip().lower()
+    bracketed = name.startswith("[")  # an IPv6 address, then maybe :port
+    return (name[: name.find("]") + 1] if bracketed else name.rsplit(":", 1)[0]) in LOOPBACK_NAMES
+
+
+def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def vendor_dir(given: Path | None) -> Path:
+    for folder in [given] if given else VENDOR_DIRS:
+        if folder and (folder / "uPlot.iife.min.js").is_file():
+            return folder
+    where = given or " or ".join(str(d) for d in VENDOR_DIRS)
+    raise logs_query.Failure(f"uPlot is missing in {where}: run `npm ci` in query/assets (the image ships it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dashboard.py", description="Serve the dashboard page and its JSON API.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s)")
+    parser.add_argument("--vendor-dir", type=Path, help="folder holding uPlot.iife.min.js and uPlot.min.css")
+    parser.add_argument(
+        "--memory-limit", default="1GB", help="DuckDB's memory before it spills to disk (default %(default)s)"
+    )
+    parser.add_argument(
+        "--function", default=os.environ.get("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="its log group"
+    )
+    parser.add_argument(
+        "--saved-logs", type=Path, default=os.environ.get("PIPELINE_DATA_DIR"), help="the saved-logs folder, read-only"
+    )
+    logs_query.add_target_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        endpoint = None if args.aws else args.endpoint_url
+        client = logs_query.s3_client(endpoint, args.region, args.workers)
+        store = Store(Bucket(client, args.bucket), args.workers, memory_limit=args.memory_limit)
+        app = App(store, vendor_dir(args.vendor_dir))
+        app.function = FunctionLog(_logs_client(endpoint, args.region), args.function)
+        app.saved = SavedLogs(args.saved_logs) if args.saved_logs else None
+        server = make_server(app, args.host, args.port)
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"dashboard: error: {logs_query.describe(exc, args.bucket)}", file=sys.stderr)
+        return 1
+    print(f"dashboard: serving on http://{args.host}:{server.server_address[1]}/", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.store.close()
+    return 0
+
+
+def _logs_client(endpoint: str | None, region: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(region_name=region)
+    credentials = {}
+    if endpoint and session.get_credentials() is None:
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    config = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+    return session.client("logs", endpoint_url=endpoint, config=config, **credentials)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
