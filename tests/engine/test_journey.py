@@ -48,10 +48,15 @@ def closing_message(text: str) -> list[str]:
 
 def test_start_says_what_the_readme_shows_and_every_service_is_healthy(started):
     stack, output = started
-    # the closing message is the README's, with this stack's port in the URL
+    # the closing message is the README's, with this stack's ports in the URLs
     shown = closing_message(README.split("<!-- /test-command -->", 1)[1])
     port = stack.env["WEB_PORT"]
-    expected = [line.replace("http://localhost/", f"http://localhost:{port}/") for line in shown]
+    expected = [
+        line.replace("http://localhost/", f"http://localhost:{port}/").replace(
+            "http://localhost:8081/", f"http://localhost:{stack.env['DASHBOARD_PORT']}/"
+        )
+        for line in shown
+    ]
     assert closing_message(output) == expected
     # every service `up` starts is running and healthy, publishing only on 127.0.0.1
     listed = [json.loads(line) for line in stack.compose("ps", "--format", "json").stdout.splitlines()]
