@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import logs_query  # beside this file: python3 puts the script's folder on sys.path
 from logs_query import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, Missing
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; the tools run on 3.9+
 STEPS = ("merged object written", "manifest written", "sources deleted", "old merged objects deleted")
 
 
