@@ -233,3 +233,19 @@ def test_start_sh_knows_the_images_compose_builds():
     start = (ROOT / "start.sh").read_text()
     assert f"FLUENTD_IMAGE={services['fluentd']['image']}\n" in start
     assert f"QUERY_IMAGE={services['query']['image']}\n" in start
+
+
+def test_start_sh_names_every_image_the_stack_pulls_for_its_uninstall():
+    # ./start.sh uninstall keeps the pulled images (other projects may share them) and
+    # prints the command that removes them: it must name each one
+    import init_resource
+
+    start = (ROOT / "start.sh").read_text()
+    pulled = re.search(r"^PULLED_IMAGES=\(([^)]*)\)$", start, re.M).group(1).split()
+    bases = [
+        re.search(r"^FROM (\S+)", (ROOT / folder / "Dockerfile").read_text(), re.M).group(1)
+        for folder in ("fluentd", "query")
+    ]
+    runtime = init_resource.LAMBDA_RUNTIME.removeprefix("python")
+    expected = [compose()["services"]["web"]["image"], *bases, f"public.ecr.aws/lambda/python:{runtime}"]
+    assert sorted(pulled) == sorted(expected)

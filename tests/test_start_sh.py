@@ -140,6 +140,33 @@ def test_help_works_by_a_relative_path_from_another_directory(start, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["query", "--help"], "./start.sh query [--since 1h"),
+        (["query", "--since", "2h", "-h"], "./start.sh query [--since 1h"),
+        (["traffic", "--help"], "./start.sh traffic [--rate R]"),
+        (["compact", "--help"], "./start.sh compact [--since 24h]"),
+        (["ls", "--help"], "./start.sh ls [PREFIX]"),
+        (["cat", "-h"], "./start.sh cat KEY [--pretty]"),
+        (["logs", "--help"], "./start.sh logs [--since 10m]"),
+        (["down", "--help"], "./start.sh down [-v|--volumes]"),
+        (["export", "--help"], "./start.sh export DIR"),
+        (["status", "--help"], "./start.sh status"),
+        (["provision", "--help"], "./start.sh provision"),
+        (["up", "--help"], "./start.sh [up]"),
+    ],
+)
+def test_a_commands_help_needs_no_docker_and_no_stack(start, args, shown):
+    # given no docker at all on PATH
+    result = start(*args)
+    assert result.code == 0, result.stderr
+    assert result.stdout.lstrip().startswith(shown)
+    assert "./start.sh" in result.stdout and result.stderr == ""
+    other = {"query": "./start.sh ls", "ls": "./start.sh query", "down": "./start.sh export"}.get(args[0])
+    assert other is None or other not in result.stdout
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["--bogus"],
@@ -380,6 +407,27 @@ def test_slow_pulls_wait_and_then_succeed(start):
     result = start(scenario=scenario)
     assert result.code == 0, result.stderr
     assert "waiting for localstack: starting (0s)" in result.stdout
+
+
+def test_a_first_start_says_it_pulls_then_builds_before_localstack_starts(start):
+    # given Compose pulling for a minute, then building fluentd's image, then starting
+    scenario = {**healthy_stack(ready_at=150), "images_present": False}
+    scenario["services"]["localstack"] = timeline((120, STARTING), (150, HEALTHY))
+    scenario["up"]["progress"] = [
+        [2, " localstack Pulling "],
+        [4, " 8a1e25ce7c4f Downloading [=====>        ]  10.2MB/98.1MB"],
+        [60, " localstack Pulled "],
+        [62, "#5 [fluentd 2/3] RUN gem install fluent-plugin-kinesis -v 3.6.1"],
+        [110, " Container centralized-logging-pipeline-localstack-1  Started"],
+    ]
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    pulling = next(i for i, line in enumerate(lines) if "waiting for docker compose: pulling images" in line)
+    building = next(i for i, line in enumerate(lines) if "waiting for docker compose: building fluentd's image" in line)
+    starting = [i for i, line in enumerate(lines) if "waiting for localstack: starting" in line][-1]
+    assert pulling < building < starting
+    assert "first start" in lines[pulling] and "first start" in lines[building]
 
 
 def test_a_stack_that_never_becomes_ready_times_out_with_what_it_waited_for(start):
@@ -891,6 +939,33 @@ def test_down_volumes_on_a_terminal_deletes_nothing_unless_the_user_says_yes(sta
     assert "Delete them? [y/N]" in result.stderr
     assert "Nothing deleted." in result.stdout
     assert not any(call[:2] in (["compose", "down"], ["compose", "stop"]) for call in result.calls)
+
+
+def test_uninstall_removes_the_stack_its_volumes_and_only_the_images_built_for_it(start):
+    # given a running stack whose images are all present, and no terminal (the consent)
+    result = start("uninstall", scenario=running_stack(), merged=True)
+    assert result.code == 0, result.stdout
+    services = compose()["services"]
+    built = [services["fluentd"]["image"], services["query"]["image"]]
+    removed = [call[2:] for call in result.calls if call[:2] == ["image", "rm"]]
+    # then the containers and volumes go first, then exactly the two built images
+    down = result.calls.index(["compose", "down", "--remove-orphans", "--volumes"])
+    assert removed == [[image] for image in built]
+    assert all(result.calls.index(["image", "rm", image]) > down for image in built)
+    out = result.stdout
+    assert out.index("./start.sh uninstall deletes, for good:") < out.index(" Removed")
+    assert f"the images built for this project: {built[0]}, {built[1]}" in out
+    # and what it keeps (shared with other projects, maybe) is named with the command to remove it
+    kept = next(line for line in out.splitlines() if line.strip().startswith("docker image rm "))
+    for image in (services["web"]["image"], "localstack/localstack:4.14.0", "public.ecr.aws/lambda/python:3.12"):
+        assert image in kept
+    assert "docker builder prune" in out
+
+
+def test_uninstall_on_a_terminal_removes_nothing_unless_the_user_says_yes(start):
+    result = start("uninstall", scenario=running_stack(), tty_input="n\n")
+    assert result.code == 1 and "Nothing deleted." in result.stdout
+    assert not any(call[:2] in (["compose", "down"], ["image", "rm"]) for call in result.calls)
 
 
 @pytest.mark.parametrize("answer", ["y\n", "yes\n"])
