@@ -43,7 +43,7 @@ def test_the_labels_say_what_fluent_conf_and_the_mapping_set():
 def test_a_stale_picture_is_caught():
     module = make_structure()
     png = (ROOT / "image" / "structure.png").read_bytes()
-    stale = {**module.labels(), "put": "PutRecords {\"message\": line}"}
+    stale = {**module.labels(), "put": 'PutRecords {"message": line}'}
     assert module.drawn_labels(module.with_labels(png, stale)) != module.labels()
 
 
