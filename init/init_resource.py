@@ -51,12 +51,9 @@ LOCALSTACK_SERVICES = ("kinesis", "lambda", "s3", "iam")
 # where a retry starts, and bisecting isolates a failing record on AWS.
 MAPPING = {
     "BatchSize": 1000,
-    # 0: a batch goes to the function at the poll that finds it. LocalStack counts the
-    # window from its last flush and checks it only at polls, so 1 held every record about
-    # a second (README, Testing). Cost: one invocation, one object, per poll that finds
-    # records: on LocalStack about as many as fluentd's flushes (~4/s under traffic, about
-    # 14,000 objects an hour; `./start.sh compact` merges an hour's into one); on AWS
-    # invocations happen as records arrive (per shard, about one a second).
+    # 0: a batch goes to the function at the poll that finds it; LocalStack checks a window
+    # only at polls, so 1 held every record about a second. Cost: one object per poll that
+    # finds records, about 13,000-16,000 objects an hour (docs/performance.md).
     "MaximumBatchingWindowInSeconds": 0,
     "FunctionResponseTypes": ["ReportBatchItemFailures"],
     "BisectBatchOnFunctionError": True,

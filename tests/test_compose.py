@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 import pytest
 from support.compose import COMPOSE_FILE, ROOT, compose
-from support.fluentd_conf import fluent_conf_defaults
+from support.fluentd_conf import FLUENT_CONF, fluent_conf_defaults
 
 
 def test_validates_against_the_compose_specification():
@@ -249,3 +249,19 @@ def test_start_sh_names_every_image_the_stack_pulls_for_its_uninstall():
     runtime = init_resource.LAMBDA_RUNTIME.removeprefix("python")
     expected = [compose()["services"]["web"]["image"], *bases, f"public.ecr.aws/lambda/python:{runtime}"]
     assert sorted(pulled) == sorted(expected)
+
+
+def test_reboot_and_memory_decisions_hold():
+    # docs/operations.md: every long-running service comes back after a reboot (the hook's
+    # restore-then-provision order, fluentd's retry_forever and the healthcheck's fresh
+    # verdict are pinned in their own tests), and no service has a memory limit (a limit
+    # would kill LocalStack with the stream's undelivered records in it)
+    services = compose()["services"]
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for name, service in services.items():
+        if "tools" in service.get("profiles", []):
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        assert "mem_limit" not in service and "limits" not in service.get("deploy", {}).get("resources", {}), name
+    assert "restart: unless-stopped" in operations and "no `mem_limit`" in operations
+    assert "retry_forever true" in operations and "retry_forever true" in FLUENT_CONF.read_text()
