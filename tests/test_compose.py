@@ -265,3 +265,17 @@ def test_reboot_and_memory_decisions_hold():
         assert "mem_limit" not in service and "limits" not in service.get("deploy", {}).get("resources", {}), name
     assert "restart: unless-stopped" in operations and "no `mem_limit`" in operations
     assert "retry_forever true" in operations and "retry_forever true" in FLUENT_CONF.read_text()
+
+
+def test_start_sh_defaults_agree_with_compose_and_env_example():
+    # start.sh reads settings itself (ports, image, timeouts): its defaults are the same
+    # facts as docker-compose.yml's ${VAR:-default} and .env.example's values
+    start = (ROOT / "start.sh").read_text()
+    defaults = dict(re.findall(r"\bsetting ([A-Z_]+) ([^\s)\"$]+)", start))
+    assert {"WEB_PORT", "LOCALSTACK_IMAGE", "LOCALSTACK_PORT", "SAVED_LOGS", "START_TIMEOUT"} <= set(defaults)
+    in_compose = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", COMPOSE_FILE.read_text()))
+    example = dict(re.findall(r"^([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    for name, value in defaults.items():
+        if name in in_compose:
+            assert in_compose[name] == value, name
+        assert example.get(name) == value, name

@@ -127,7 +127,17 @@ def healthy_stack(ready_at: float = 4) -> dict:
 def test_help_lists_every_command(start):
     result = start("--help", scenario=None)
     assert result.code == 0
-    for command in ("up", "down [-v|--volumes]", "export DIR", "provision", "status", "ls", "cat KEY", "logs"):
+    for command in (
+        "up",
+        "down [-v|--volumes]",
+        "uninstall",
+        "export DIR",
+        "provision",
+        "status",
+        "ls",
+        "cat KEY",
+        "logs",
+    ):
         assert f"./start.sh {command}" in result.stdout or f"./start.sh [{command}]" in result.stdout, command
     # and what a user must know before using them
     assert "DRAIN_TIMEOUT" in result.stdout and "overwritten" in result.stdout
