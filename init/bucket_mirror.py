@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, unquote_plus
 
 import pipeline_target  # beside this file: the names' defaults, flags, clients, error wording
-from pipeline_target import Failure, describe
+from pipeline_target import Failure, describe, positive, positive_seconds
 
 CONTROL_PREFIX = "_pipeline/"  # drain acknowledgements, sync barriers: never saved
 BARRIER_PREFIX = CONTROL_PREFIX + "barrier/"
@@ -485,14 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", type=Path, default=Path(state_dir), help="$PIPELINE_STATE_DIR")
     commands = parser.add_subparsers(dest="command", required=True)
     restore_command = commands.add_parser("restore", help="put every saved file back under its key")
-    restore_command.add_argument("--workers", type=int, default=16, help="parallel uploads (default 16)")
+    restore_command.add_argument("--workers", type=positive(int), default=16, help="parallel uploads (default 16)")
     commands.add_parser("subscribe", help="send the bucket's events to the watcher's queue")
     commands.add_parser("watch", help="save every object as it is written (a daemon)")
     sync_command = commands.add_parser("sync", help="wait until every object in the bucket is saved")
-    sync_command.add_argument("--timeout", type=float, default=30, help="seconds (default 30)")
+    sync_command.add_argument("--timeout", type=positive_seconds, default=30, help="seconds (default 30)")
     commands.add_parser("status", help="how much is saved, and where")
     stop_command = commands.add_parser("stop-watcher", help="stop the running watcher (the hooks)")
-    stop_command.add_argument("--timeout", type=float, default=10, help="seconds before SIGKILL (default 10)")
+    stop_command.add_argument("--timeout", type=positive_seconds, default=10, help="seconds, then SIGKILL (default 10)")
     export_command = commands.add_parser("export", help="copy the saved files to a folder")
     export_command.add_argument("--to", type=Path, required=True, help="the folder (created if missing)")
     return parser

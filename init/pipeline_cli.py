@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pipeline_target  # beside this file: the names' defaults, flags, clients, error wording
-from pipeline_target import Failure, describe, duration, error_code
+from pipeline_target import Failure, describe, duration, error_code, positive_seconds
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+; host tools run on 3.9+
 CONTROL_PREFIX = "_pipeline/"  # the function's control objects: not log data
@@ -65,17 +65,6 @@ def records(body: bytes, key: str) -> Iterator[str]:
 
 def pretty(line: str) -> str:
     return json.dumps(json.loads(line), indent=2, ensure_ascii=False)
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
-    return value
 
 
 def open_shards(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -95,6 +95,17 @@ def positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
+    return value
+
+
 def duration(text: str) -> int:
     """argparse type: `90s`, `10m`, `2h`, `1d` in seconds."""
     match = DURATION.match(text.strip())

@@ -322,7 +322,16 @@ def test_saved_files_are_readable_by_others_and_never_half_written(tmp_path):
     assert not (copy.folder / "a").exists() and copy.folder.exists()
 
 
-@pytest.mark.parametrize("args", [["--aws", "status"], ["bogus"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--aws", "status"],
+        ["bogus"],
+        ["sync", "--timeout", "0"],
+        ["restore", "--workers", "0"],
+        ["sync", "--timeout", "x"],
+    ],
+)
 def test_wrong_use_is_one_line(args, tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "Traceback" not in result.stderr
