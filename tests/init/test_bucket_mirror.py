@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -335,7 +336,7 @@ def test_saved_files_are_readable_by_others_and_never_half_written(tmp_path):
 def test_wrong_use_is_one_line(args, tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("bucket_mirror.py: error:")
+    assert re.match(r"bucket_mirror.py( \w+)?: error:", result.stderr.strip().splitlines()[-1])
 
 
 def test_status_of_a_data_dir_that_does_not_exist_says_where_the_logs_are(tmp_path):
