@@ -57,6 +57,7 @@ ROOT = bench_env.prepare("init", "tests")
 
 import boto3  # noqa: E402
 import init_resource  # noqa: E402
+import pipeline_target  # noqa: E402
 from support import localstack_host  # noqa: E402
 from support.event_source_mapping import EventSourceMapping, load_deployed_handler  # noqa: E402
 from support.net import free_port  # noqa: E402
@@ -72,7 +73,7 @@ BASELINE = {
     "poll_interval": "1",
 }
 
-BUCKET, STREAM, FUNCTION = "nginx-accesslog", "nginx-accesslog-stream", "KinesisAccessLogToS3"
+BUCKET, STREAM, FUNCTION = (pipeline_target.DEFAULTS[name][1] for name in ("bucket", "stream", "function"))
 RIGS = {
     "moto": "moto server + the event source mapping stand-in, handler in this process",
     "localstack": "LocalStack 4.14.0 host process: kinesis-mock, its mapping, its Lambda (host executor), its S3",

@@ -36,10 +36,11 @@ ROOT = bench_env.prepare("init", "query", "bench")
 import boto3  # noqa: E402
 import compact_hours  # noqa: E402
 import logs_query  # noqa: E402
+import pipeline_target  # noqa: E402
 from kinesis_event_to_s3 import S3Object, line_to_json, object_key  # noqa: E402
 from pipeline_bench import moto_process  # noqa: E402
 
-BUCKET = "nginx-accesslog"
+BUCKET = pipeline_target.DEFAULTS["bucket"][1]
 # One object per poll that finds records: 3.6-4.4 a second measured under traffic at 100
 # and 200 req/s (bench/pipeline_bench.py, both rigs; docs/performance.md), ~14,000 an hour.
 OBJECTS_PER_SECOND = 4

@@ -53,12 +53,13 @@ ROOT = bench_env.prepare("init", "query", "bench", "tests")
 
 import boto3  # noqa: E402
 import compact_hours  # noqa: E402
+import pipeline_target  # noqa: E402
 from kinesis_event_to_s3 import S3Object, line_to_json, object_key  # noqa: E402
 from logs_query import MANIFEST_NAME  # noqa: E402
 from query_bench import nginx_line  # noqa: E402
 from support import localstack_host  # noqa: E402
 
-BUCKET = "nginx-accesslog"
+BUCKET = pipeline_target.DEFAULTS["bucket"][1]
 SHARD = "shardId-000000000000"
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
 OBJECTS_PER_HOUR = 13_944  # docs/performance.md: 200 req/s for 5 minutes on LocalStack
