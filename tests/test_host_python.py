@@ -145,7 +145,7 @@ def test_bucket_mirror_status_and_export_run_on_old_pythons(old_python, tmp_path
         ("query/logs_query.py", [], "No module named 'boto3'"),
         ("query/compact_hours.py", [], "No module named 'boto3'"),
     ],
-    ids=lambda value: value if isinstance(value, str) and value.endswith(".py") else "",
+    ids=["init_resource", "pipeline_cli", "bucket_mirror", "logs_query", "compact_hours"],
 )
 def test_a_real_command_on_old_pythons_gets_as_far_as_boto3(old_python, path, args, says):
     # without boto3 (-S) each runs its parsing and set-up, then says in one line what it needs
