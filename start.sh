@@ -296,7 +296,9 @@ compose_activity() {
 # restart loop, failed provisioning, compose itself failing), report it and exit.
 wait_for_stack() {
   local compose_pid=$1 compose_log=$2 timeout started elapsed service problem verdict waiting
-  local restoring=0 tick # seconds spent putting saved logs back: START_TIMEOUT does not count them
+  # seconds spent pulling/building images or putting saved logs back: START_TIMEOUT does
+  # not count them (a slow network or a long day of logs is not a failure)
+  local uncounted=0 tick
   timeout=$(setting START_TIMEOUT 600)
   [[ "$timeout" =~ ^[0-9]+$ ]] || die "START_TIMEOUT must be a number of seconds, not '$timeout'"
   started=$(now)
@@ -337,14 +339,14 @@ wait_for_stack() {
       wait "$compose_pid" || fail_compose "$compose_log"
       compose_pid=""
     fi
-    if [[ "$verdict" == *"restoring s3://"* ]]; then
-      restoring=$((restoring + $(now) - tick))
+    if [[ "$verdict" == *"restoring s3://"* || "$waiting" == "docker compose: "* ]]; then
+      uncounted=$((uncounted + $(now) - tick))
     fi
     tick=$(now)
     elapsed=$((tick - started))
     [[ -z "$waiting" ]] && break
     progress "waiting for $waiting" "$elapsed"
-    if ((elapsed - restoring >= timeout)); then
+    if ((elapsed - uncounted >= timeout)); then
       end_progress
       die "not ready after ${timeout}s (waiting for $waiting); see 'docker compose logs ${waiting%%:*}', or raise START_TIMEOUT in .env"
     fi

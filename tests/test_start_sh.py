@@ -440,6 +440,18 @@ def test_a_first_start_says_it_pulls_then_builds_before_localstack_starts(start)
     assert "first start" in lines[pulling] and "first start" in lines[building]
 
 
+def test_pulling_and_building_are_not_counted_in_start_timeout(start):
+    # given a slow network: Compose pulls and builds for 80 s, START_TIMEOUT is 30
+    scenario = {**healthy_stack(ready_at=90), "images_present": False}
+    scenario["services"]["localstack"] = timeline((82, STARTING), (90, HEALTHY))
+    scenario["up"]["progress"] = [[1, " localstack Pulling "], [50, "#5 [fluentd 2/3] RUN gem install"]]
+    scenario["up"]["progress"].append([80, " Container centralized-logging-pipeline-localstack-1  Started"])
+    result = start(scenario=scenario, env={"START_TIMEOUT": "30"})
+    # then it waits them out and starts
+    assert result.code == 0, result.stderr
+    assert "The pipeline is up and provisioned." in result.stdout
+
+
 def test_a_stack_that_never_becomes_ready_times_out_with_what_it_waited_for(start):
     scenario = {
         "images_present": True,
