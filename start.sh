@@ -162,10 +162,12 @@ check_localstack_image() {
 }
 
 FLUENTD_IMAGE=centralized-logging-pipeline/fluentd:v1.19.3-kinesis-3.6.1
+FIRST_START=0
 first_start_note() {
   local image
   image=$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)
   if ! docker image inspect "$image" >/dev/null 2>&1 || ! docker image inspect "$FLUENTD_IMAGE" >/dev/null 2>&1; then
+    FIRST_START=1
     echo "First start: Docker pulls the images and builds fluentd's, then LocalStack downloads"
     echo "kinesis-mock and the Lambda image. This takes several minutes; later starts take seconds."
   fi
@@ -283,12 +285,13 @@ end_progress() {
 # What `compose up` is busy with before LocalStack answers, from its last progress line
 # (plain output, not a terminal): pulling or building images take minutes on a first start.
 compose_activity() {
-  local line
+  local line building="first start: a few minutes" pulling="first start: several minutes"
+  ((FIRST_START)) || building="from Docker's cache" pulling="an image that changed"
   line=$(grep -E 'Pulling|Downloading|Extracting|Pull complete|Waiting|^#[0-9]+ |Building| Container ' "$1" 2>/dev/null | tail -n 1 || true)
   case "$line" in
     "" | *" Container "*) ;; # the containers are being created: LocalStack's own progress follows
-    "#"* | *Building*) echo "docker compose: building fluentd's image (first start: a few minutes)" ;;
-    *) echo "docker compose: pulling images (first start: several minutes)" ;;
+    "#"* | *Building*) echo "docker compose: building fluentd's image ($building)" ;;
+    *) echo "docker compose: pulling images ($pulling)" ;;
   esac
 }
 

@@ -440,6 +440,17 @@ def test_a_first_start_says_it_pulls_then_builds_before_localstack_starts(start)
     assert "first start" in lines[pulling] and "first start" in lines[building]
 
 
+def test_a_later_start_says_the_build_comes_from_the_cache(start):
+    # given images present: `up --build` still runs fluentd's build, from Docker's cache
+    scenario = healthy_stack(ready_at=10)
+    scenario["up"]["progress"] = [[0, "#5 [fluentd 2/3] RUN gem install (CACHED)"]]
+    scenario["services"]["localstack"] = timeline((6, STARTING), (10, HEALTHY))
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert "waiting for docker compose: building fluentd's image (from Docker's cache)" in result.stdout
+    assert "first start" not in result.stdout.lower()
+
+
 def test_pulling_and_building_are_not_counted_in_start_timeout(start):
     # given a slow network: Compose pulls and builds for 80 s, START_TIMEOUT is 30
     scenario = {**healthy_stack(ready_at=90), "images_present": False}
