@@ -440,6 +440,26 @@ def test_a_first_start_says_it_pulls_then_builds_before_localstack_starts(start)
     assert "first start" in lines[pulling] and "first start" in lines[building]
 
 
+def test_the_readmes_first_start_lines_are_start_sh_s_own(start):
+    # README.md shows a first start's lines: each must be one start.sh prints (timings aside)
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```\n(.*?)```", readme, re.S) if "The pipeline is up" in b)
+    scenario = {**healthy_stack(ready_at=150), "images_present": False}
+    scenario["services"]["localstack"] = timeline((120, STARTING), (150, HEALTHY))
+    scenario["up"]["progress"] = [[2, " localstack Pulling "], [60, "#5 [fluentd 2/3] RUN gem install"]]
+    scenario["up"]["progress"].append([110, " Container centralized-logging-pipeline-localstack-1  Started"])
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+
+    def shown(text: str) -> set[str]:
+        lines = {re.sub(r" \(\d+s\)$", "", line.rstrip()) for line in text.splitlines()}
+        return {re.sub(r"http://localhost(:\d+)?/", "http://localhost/", line) for line in lines if line.strip()}
+
+    assert shown(block) <= shown(result.stdout), shown(block) - shown(result.stdout)
+
+
 def test_a_later_start_says_the_build_comes_from_the_cache(start):
     # given images present: `up --build` still runs fluentd's build, from Docker's cache
     scenario = healthy_stack(ready_at=10)
