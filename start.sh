@@ -8,6 +8,8 @@
 #                                   objects are saved; ./start.sh brings them back.
 #                                   -v: delete everything instead (the saved logs, the
 #                                   access log, fluentd's position and buffer); asks first
+#   ./start.sh uninstall            down -v, and remove the images built for the stack;
+#                                   names the pulled images it keeps (others may share them)
 #   ./start.sh export DIR           copy the saved logs into DIR (created if missing):
 #                                   one JSON Lines file per object, as in the bucket;
 #                                   files of the same name in DIR are overwritten.
@@ -166,10 +168,12 @@ check_localstack_image() {
 }
 
 FLUENTD_IMAGE=centralized-logging-pipeline/fluentd:v1.19.3-kinesis-3.6.1
+FIRST_START=0
 first_start_note() {
   local image
   image=$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)
   if ! docker image inspect "$image" >/dev/null 2>&1 || ! docker image inspect "$FLUENTD_IMAGE" >/dev/null 2>&1; then
+    FIRST_START=1
     echo "First start: Docker pulls the images and builds fluentd's, then LocalStack downloads"
     echo "kinesis-mock and the Lambda image. This takes several minutes; later starts take seconds."
   fi
@@ -286,11 +290,26 @@ end_progress() {
   PROGRESS_LAST=""
 }
 
+# What `compose up` is busy with before LocalStack answers, from its last progress line
+# (plain output, not a terminal): pulling or building images take minutes on a first start.
+compose_activity() {
+  local line building="first start: a few minutes" pulling="first start: several minutes"
+  ((FIRST_START)) || building="from Docker's cache" pulling="an image that changed"
+  line=$(grep -E 'Pulling|Downloading|Extracting|Pull complete|Waiting|^#[0-9]+ |Building| Container ' "$1" 2>/dev/null | tail -n 1 || true)
+  case "$line" in
+    "" | *" Container "*) ;; # the containers are being created: LocalStack's own progress follows
+    "#"* | *Building*) echo "docker compose: building fluentd's image ($building)" ;;
+    *) echo "docker compose: pulling images ($pulling)" ;;
+  esac
+}
+
 # Until every service is healthy; from the moment a failure is knowable (exited container,
 # restart loop, failed provisioning, compose itself failing), report it and exit.
 wait_for_stack() {
   local compose_pid=$1 compose_log=$2 timeout started elapsed service problem verdict waiting
-  local restoring=0 tick # seconds spent putting saved logs back: START_TIMEOUT does not count them
+  # seconds spent pulling/building images or putting saved logs back: START_TIMEOUT does
+  # not count them (a slow network or a long day of logs is not a failure)
+  local uncounted=0 tick
   timeout=$(setting START_TIMEOUT 600)
   [[ "$timeout" =~ ^[0-9]+$ ]] || die "START_TIMEOUT must be a number of seconds, not '$timeout'"
   started=$(now)
@@ -311,7 +330,12 @@ wait_for_stack() {
     case "$verdict" in
       *"provisioning failed"*) fail_provisioning "$verdict" ;;
       provisioned*) ;;
-      *) waiting="localstack: ${verdict:-starting}" ;;
+      "")
+        waiting=""
+        [[ -z "$compose_pid" ]] || waiting=$(compose_activity "$compose_log")
+        waiting=${waiting:-"localstack: starting"}
+        ;;
+      *) waiting="localstack: $verdict" ;;
     esac
     if [[ -z "$waiting" ]]; then
       for service in fluentd web; do
@@ -326,14 +350,14 @@ wait_for_stack() {
       wait "$compose_pid" || fail_compose "$compose_log"
       compose_pid=""
     fi
-    if [[ "$verdict" == *"restoring s3://"* ]]; then
-      restoring=$((restoring + $(now) - tick))
+    if [[ "$verdict" == *"restoring s3://"* || "$waiting" == "docker compose: "* ]]; then
+      uncounted=$((uncounted + $(now) - tick))
     fi
     tick=$(now)
     elapsed=$((tick - started))
     [[ -z "$waiting" ]] && break
     progress "waiting for $waiting" "$elapsed"
-    if ((elapsed - restoring >= timeout)); then
+    if ((elapsed - uncounted >= timeout)); then
       end_progress
       die "not ready after ${timeout}s (waiting for $waiting); see 'docker compose logs ${waiting%%:*}', or raise START_TIMEOUT in .env"
     fi
@@ -504,16 +528,19 @@ graceful_stop() {
 # --volumes: say what goes before anything goes; on a terminal, ask. Without a terminal
 # the flag is the consent (scripts, CI).
 forget_everything() {
-  local project answer
+  local command=${1:-"./start.sh down --volumes"} project answer image
   project=$(project_name)
   saved_logs_place
-  echo "./start.sh down --volumes deletes, for good:"
+  echo "$command deletes, for good:"
   if [[ "$SAVED_KIND" == volume ]]; then
     echo "  - the saved logs: every object of the bucket (Docker volume $SAVED_WHERE)"
   fi
   echo "  - nginx's access log (volume ${project}_nginx-logs)"
   echo "  - fluentd's position in it and its buffer, lines not yet sent (volume ${project}_fluentd-state)"
   echo "  - LocalStack's downloads (volume ${project}_localstack-data; fetched again at the next start)"
+  if [[ "$command" == *uninstall ]]; then
+    echo "  - the images built for this project: $FLUENTD_IMAGE, $QUERY_IMAGE"
+  fi
   if [[ "$SAVED_KIND" == folder ]]; then
     echo "Your saved logs in $SAVED_WHERE (SAVED_LOGS) are kept: delete that folder by hand if you no longer want them."
   fi
@@ -529,7 +556,26 @@ forget_everything() {
     esac
   fi
   docker compose down --remove-orphans --volumes
+  if [[ "$command" == *uninstall ]]; then
+    for image in "$FLUENTD_IMAGE" "$QUERY_IMAGE"; do
+      if docker image inspect "$image" >/dev/null 2>&1; then
+        quietly docker image rm "$image" && echo "Removed image $image"
+      fi
+    done
+  fi
   echo "Deleted."
+}
+
+# The images the stack pulled, which other projects may share: named, never removed.
+# (the bases are the FROM lines of fluentd/Dockerfile and query/Dockerfile; LocalStack
+# pulls the Lambda runtime's image, init_resource.py's LAMBDA_RUNTIME)
+PULLED_IMAGES=(nginx:1.28.0 fluent/fluentd:v1.19.3-debian-2.2 python:3.13.7-slim-trixie node:22.12.0-slim public.ecr.aws/lambda/python:3.12)
+uninstall() {
+  check_docker
+  forget_everything "./start.sh uninstall"
+  echo "Kept, because other projects may use them; if none does, remove them with:"
+  echo "  docker image rm $(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0) ${PULLED_IMAGES[*]}"
+  echo "  docker builder prune   # Docker's build cache (of every project on this machine)"
 }
 
 down() {
@@ -644,11 +690,43 @@ tool() {
   exec docker compose --profile tools run --rm --no-deps ${flags[@]+"${flags[@]}"} query python3 "/opt/query/$script" "$@"
 }
 
+# `./start.sh COMMAND --help`: that command's lines of the usage above; no Docker needed.
+command_help() {
+  local command=$1 line trimmed printing=0 pattern
+  pattern="^\./start\.sh (\[$command\]|$command)( |$)"
+  while IFS= read -r line; do
+    trimmed=${line#"${line%%[![:space:]]*}"}
+    if [[ "$trimmed" == ./start.sh* ]]; then
+      printing=0
+      [[ "$trimmed" =~ $pattern ]] && printing=1
+    elif [[ "$line" != "    "* ]]; then
+      printing=0
+    fi
+    if ((printing)); then echo "$line"; fi
+  done < <(usage)
+  case "$command" in
+    query | traffic | compact | tail) echo "More: query/README.md (the tools run in their own image; the stack must run)" ;;
+    ls | cat | logs) echo "More: init/pipeline_cli.py (runs in the LocalStack container; the stack must run)" ;;
+  esac
+}
+
 main() {
+  local arg
+  case "${1:-}" in
+    up | down | uninstall | export | provision | status | ls | cat | logs | traffic | query | compact | tail)
+      for arg in "${@:2}"; do
+        if [[ "$arg" == -h || "$arg" == --help ]]; then
+          command_help "$1"
+          return 0
+        fi
+      done
+      ;;
+  esac
   case "${1:-}" in
     "") up ;;
     up) [[ $# -eq 1 ]] || usage_error "up takes no options"; up ;;
     down) shift; [[ $# -le 1 ]] || usage_error "down takes at most one option (--volumes)"; down "$@" ;;
+    uninstall) [[ $# -eq 1 ]] || usage_error "uninstall takes no options"; uninstall ;;
     provision) [[ $# -eq 1 ]] || usage_error "provision takes no options"; provision ;;
     status) [[ $# -eq 1 ]] || usage_error "status takes no options"; status ;;
     export)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command: every test that can run on this machine (README, "Testing").
+# The one test command: every test that can run on this machine (docs/testing.md).
 # Creates .venv with the pinned test dependencies from pyproject.toml, then runs pytest.
 # Extra arguments go to pytest, e.g. ./test.sh -k handler -x
 set -euo pipefail

@@ -10,7 +10,7 @@ a PutRecords of ONE record (what fluentd's kinesis_streams_aggregated sends per 
 ~8 kB aggregated record), a PutRecords of 100 one-line records (kinesis_streams at
 100 req/s, one second's lines) and a GetRecords of the newest records (what the event
 source mapping does at every poll). Median of 3 each. The printed rows are what the
-README's whole-day model is fitted to.
+docs/performance.md's whole-day model is fitted to.
 """
 
 from __future__ import annotations

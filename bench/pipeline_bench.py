@@ -5,7 +5,7 @@
     python3 bench/pipeline_bench.py --ceiling            # also find the highest clean rate
     python3 bench/pipeline_bench.py --rig localstack     # one rig only (default: both)
     python3 bench/pipeline_bench.py --rig localstack --rate 100 --seconds 600
-    python3 bench/pipeline_bench.py --baseline           # the settings before issue #13
+    python3 bench/pipeline_bench.py --baseline           # the settings before the speed work
 
 Settings are the stack's: fluent.conf's output type and flush timers (the fluentd
 stand-in reads them), init_resource.py's mapping, docker-compose.yml's LocalStack poll
@@ -28,7 +28,7 @@ every 100 ms and notes when each request's line first appears in a listable obje
 Printed per minute of sending (requests sent in that minute): p50/p99/max latency, lost,
 PutRecords calls and their p50 duration, Kinesis records stored so far, load average;
 then the totals, invocations and objects per hour.
-Targets (issue #13): 100 req/s: p50 <= 0.5 s, p99 <= 1.5 s, in every minute; 200 req/s:
+Targets: 100 req/s: p50 <= 0.5 s, p99 <= 1.5 s, in every minute; 200 req/s:
 0 lost, 0 duplicated, p99 <= 3 s.
 """
 
@@ -57,6 +57,7 @@ ROOT = bench_env.prepare("init", "tests")
 
 import boto3  # noqa: E402
 import init_resource  # noqa: E402
+import pipeline_target  # noqa: E402
 from support import localstack_host  # noqa: E402
 from support.event_source_mapping import EventSourceMapping, load_deployed_handler  # noqa: E402
 from support.net import free_port  # noqa: E402
@@ -72,7 +73,7 @@ BASELINE = {
     "poll_interval": "1",
 }
 
-BUCKET, STREAM, FUNCTION = "nginx-accesslog", "nginx-accesslog-stream", "KinesisAccessLogToS3"
+BUCKET, STREAM, FUNCTION = (pipeline_target.DEFAULTS[name][1] for name in ("bucket", "stream", "function"))
 RIGS = {
     "moto": "moto server + the event source mapping stand-in, handler in this process",
     "localstack": "LocalStack 4.14.0 host process: kinesis-mock, its mapping, its Lambda (host executor), its S3",
@@ -445,7 +446,7 @@ def stack_settings() -> dict:
 
 
 def targets(result: Result) -> str:
-    """Issue #13's goals: at 100 req/s p50 <= 0.5 s and p99 <= 1.5 s in every minute; at
+    """The goals: at 100 req/s p50 <= 0.5 s and p99 <= 1.5 s in every minute; at
     200 req/s 0 lost, 0 duplicated, p99 <= 3 s (other rates: the 200 req/s goal)."""
     clean = result.lost == 0 and result.duplicated == 0
     if result.rate <= 100:
@@ -462,7 +463,7 @@ def main() -> int:
     parser.add_argument("--ceiling", action="store_true", help="then raise the rate until loss or p99 > 5 s")
     parser.add_argument("--rig", choices=["both", *RIGS], default="both", help="which emulator (default: both)")
     parser.add_argument("--step-seconds", type=float, default=20, help="seconds per ceiling step (default 20)")
-    parser.add_argument("--baseline", action="store_true", help="the settings before issue #13 (see above)")
+    parser.add_argument("--baseline", action="store_true", help="the earlier, slower settings (see above)")
     parser.add_argument("--output", choices=["kinesis_streams", "kinesis_streams_aggregated"], help="fluentd output")
     parser.add_argument("--shards", type=int, default=1, help="Kinesis shards (default 1, the stack's)")
     parser.add_argument(

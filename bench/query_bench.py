@@ -1,14 +1,15 @@
 """Query benchmark: one hour of the stack's objects at 200 req/s in moto's S3, counted by status.
 
-    python3 bench/query_bench.py                 # 720,000 lines in 3,600 objects
+    python3 bench/query_bench.py                 # 720,000 lines in 14,400 objects
     python3 bench/query_bench.py --rate 50       # a smaller hour
     python3 bench/query_bench.py --gzip          # COMPRESSION=gzip objects
 
-The hour is written as the stack writes it: one object per 1 s batch under
-`YYYY/MM/DD/HH/`, each line a record made by the handler's own parser from a realistic
-nginx line. moto server runs in its own process (no shared interpreter lock). Then, in
-the same run: the query tool (`query/logs_query.py`: parallel boto3, DuckDB) and a naive
-path (list, get every object one by one, `json.loads` each line), same answer asserted;
+The hour is written as the stack writes it: one object per poll that finds records, about
+4 a second (OBJECTS_PER_SECOND), under `YYYY/MM/DD/HH/`, each line a record made by the
+handler's own parser from a realistic nginx line. moto server runs in its own process (no
+shared interpreter lock). Then, in the same run: the query tool (`query/logs_query.py`:
+parallel boto3, DuckDB) and a naive path (list, get every object one by one, `json.loads`
+each line), same answer asserted;
 then the hour is compacted (`query/compact_hours.py`) and the query tool timed again.
 Goal on a 2-core machine: <= 5 s and >= 5x the naive path.
 """
@@ -35,10 +36,14 @@ ROOT = bench_env.prepare("init", "query", "bench")
 import boto3  # noqa: E402
 import compact_hours  # noqa: E402
 import logs_query  # noqa: E402
+import pipeline_target  # noqa: E402
 from kinesis_event_to_s3 import S3Object, line_to_json, object_key  # noqa: E402
 from pipeline_bench import moto_process  # noqa: E402
 
-BUCKET = "nginx-accesslog"
+BUCKET = pipeline_target.DEFAULTS["bucket"][1]
+# One object per poll that finds records: 3.6-4.4 a second measured under traffic at 100
+# and 200 req/s (bench/pipeline_bench.py, both rigs; docs/performance.md), ~14,000 an hour.
+OBJECTS_PER_SECOND = 4
 HOUR = datetime(2026, 11, 26, 17, tzinfo=UTC)
 SQL = "SELECT status, count(*) AS requests FROM logs GROUP BY status ORDER BY status"
 
@@ -65,21 +70,24 @@ def nginx_line(rng: random.Random, second: datetime) -> str:
     )
 
 
-def write_hour(s3, rate: int, compression: str) -> tuple[int, int, Counter]:
-    """One object per second of the hour, `rate` records each, keys as the handler names them."""
+def write_hour(s3, rate: int, per_second: int, compression: str) -> tuple[int, int, Counter]:
+    """`per_second` objects per second of the hour, `rate` records a second spread over them,
+    keys as the handler names them."""
     rng = random.Random(11)
     expected: Counter = Counter()
     objects = []
     for second in range(3600):
-        at = HOUR + timedelta(seconds=second)
-        s3_object = S3Object(
-            object_key(f"{at:%Y/%m/%d/%H}", at, "shardId-000000000000", str(second * rate + 1), compression)
-        )
-        for _ in range(rate):
-            _, record = line_to_json(nginx_line(rng, at))
-            s3_object.lines.append(record)
-            expected[json.loads(record)["status"]] += 1
-        objects.append((s3_object.key, s3_object.body(compression)))
+        for part in range(per_second):
+            at = HOUR + timedelta(seconds=second + part / per_second)
+            first = second * rate + part * (rate // per_second) + 1
+            key = object_key(f"{at:%Y/%m/%d/%H}", at, "shardId-000000000000", str(first), compression)
+            s3_object = S3Object(key)
+            count = rate // per_second + (1 if part < rate % per_second else 0)
+            for _ in range(count):
+                _, record = line_to_json(nginx_line(rng, at))
+                s3_object.lines.append(record)
+                expected[json.loads(record)["status"]] += 1
+            objects.append((s3_object.key, s3_object.body(compression)))
 
     def put(item: tuple[str, bytes]) -> None:
         s3.put_object(Bucket=BUCKET, Key=item[0], Body=item[1], ContentType="application/x-ndjson")
@@ -127,6 +135,12 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=3, help="runs of the query after compaction; the median is shown (default 3)"
     )
+    parser.add_argument(
+        "--objects-per-second",
+        type=int,
+        default=OBJECTS_PER_SECOND,
+        help=f"objects the stack writes a second (default {OBJECTS_PER_SECOND}; see the module's help)",
+    )
     parser.add_argument("--gzip", action="store_true", help="write .json.gz objects")
     args = parser.parse_args()
     compression = "gzip" if args.gzip else ""
@@ -136,7 +150,7 @@ def main() -> int:
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         started = time.perf_counter()
-        objects, lines, expected = write_hour(s3, args.rate, compression)
+        objects, lines, expected = write_hour(s3, args.rate, args.objects_per_second, compression)
         size = sum(
             item["Size"]
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)

@@ -12,7 +12,7 @@ object's bytes), then `init/bucket_mirror.py restore` runs with LocalStack's own
 objects as the folder has files, and a sample of objects has the files' bytes.
 
 Scenarios, for a day at `--rate` req/s (objects as the handler writes them with a 0 s
-batching window: `--objects-per-hour`, by default the README's 13,944 measured at 200
+batching window: `--objects-per-hour`, by default docs/performance.md's 13,944 measured at 200
 req/s; each object holds the handler's records of realistic nginx lines):
 - compacted: 23 closed hours, each one merged object as query/compact_hours.py names it
   plus its `_compaction.json` manifest naming the ~14,000 objects it replaced, and the
@@ -53,17 +53,18 @@ ROOT = bench_env.prepare("init", "query", "bench", "tests")
 
 import boto3  # noqa: E402
 import compact_hours  # noqa: E402
+import pipeline_target  # noqa: E402
 from kinesis_event_to_s3 import S3Object, line_to_json, object_key  # noqa: E402
 from logs_query import MANIFEST_NAME  # noqa: E402
 from query_bench import nginx_line  # noqa: E402
 from support import localstack_host  # noqa: E402
 
-BUCKET = "nginx-accesslog"
+BUCKET = pipeline_target.DEFAULTS["bucket"][1]
 SHARD = "shardId-000000000000"
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
-OBJECTS_PER_HOUR = 13_944  # README, Performance: 200 req/s for 5 minutes on LocalStack
+OBJECTS_PER_HOUR = 13_944  # docs/performance.md: 200 req/s for 5 minutes on LocalStack
 FIRST_SEQUENCE = 49_658_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000_000  # 56 digits
-ARRIVAL_DELAY = timedelta(milliseconds=300)  # the README's p50 from nginx to the batch
+ARRIVAL_DELAY = timedelta(milliseconds=300)  # docs/performance.md's p50 from nginx to the batch
 SAMPLE = 40  # objects compared byte for byte after a restore
 MIRROR = ROOT / "init" / "bucket_mirror.py"
 

@@ -42,9 +42,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, unquote_plus
 
-import init_resource  # beside this file: the same flags, endpoint and error wording
-from init_resource import Failure  # an error reported as one line
-from pipeline_cli import describe  # the same wording, and the bucket's absence
+import pipeline_target  # beside this file: the names' defaults, flags, clients, error wording
+from pipeline_target import Failure, describe, positive, positive_seconds
 
 CONTROL_PREFIX = "_pipeline/"  # drain acknowledgements, sync barriers: never saved
 BARRIER_PREFIX = CONTROL_PREFIX + "barrier/"
@@ -187,23 +186,14 @@ class Copy:
 
 
 def clients(args: argparse.Namespace) -> tuple[Any, Any]:
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session(region_name=args.region)
-    credentials = {}
-    if session.get_credentials() is None:
-        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
     # Plain bodies (no aws-chunked checksum trailer), many connections for parallel puts.
-    config = Config(
-        connect_timeout=5,
-        read_timeout=60,
-        retries={"max_attempts": 5, "mode": "standard"},
+    s3, sqs = pipeline_target.clients(
+        args.region,
+        args.endpoint_url,
+        ("s3", "sqs"),
         max_pool_connections=64,
         request_checksum_calculation="when_required",
     )
-    s3 = session.client("s3", endpoint_url=args.endpoint_url, config=config, **credentials)
-    sqs = session.client("sqs", endpoint_url=args.endpoint_url, config=config, **credentials)
     for client in (s3, sqs):
         client.meta.events.register("before-sign", _as_internal_call)
     return s3, sqs
@@ -374,9 +364,9 @@ class Watcher:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > give_up_after:
-                    reason = init_resource.describe(exc)
+                    reason = describe(exc)
                     raise Failure(f"gave up after {give_up_after:.0f} s of errors: {reason}") from exc
-                log(f"retrying: {init_resource.describe(exc)}")
+                log(f"retrying: {describe(exc)}")
                 self.stopping.wait(1.0)
 
 
@@ -487,23 +477,22 @@ def log(message: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="bucket_mirror.py", description="Keep the bucket's objects across restarts.")
-    init_resource.add_target_arguments(parser)
-    parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
+    pipeline_target.add_target_arguments(parser, aws=False)  # on AWS the bucket keeps its objects itself
+    pipeline_target.add_name_argument(parser, "bucket")
     data_dir = env("PIPELINE_DATA_DIR") or "/var/lib/pipeline"
     parser.add_argument("--data-dir", type=Path, default=Path(data_dir), help="$PIPELINE_DATA_DIR")
-    # the provisioning hook's folder in the container (the watcher's pid file)
-    state_dir = env("PIPELINE_STATE_DIR") or "/tmp/pipeline"  # noqa: S108
+    state_dir = env("PIPELINE_STATE_DIR") or pipeline_target.DEFAULT_STATE_DIR
     parser.add_argument("--state-dir", type=Path, default=Path(state_dir), help="$PIPELINE_STATE_DIR")
     commands = parser.add_subparsers(dest="command", required=True)
     restore_command = commands.add_parser("restore", help="put every saved file back under its key")
-    restore_command.add_argument("--workers", type=int, default=16, help="parallel uploads (default 16)")
+    restore_command.add_argument("--workers", type=positive(int), default=16, help="parallel uploads (default 16)")
     commands.add_parser("subscribe", help="send the bucket's events to the watcher's queue")
     commands.add_parser("watch", help="save every object as it is written (a daemon)")
     sync_command = commands.add_parser("sync", help="wait until every object in the bucket is saved")
-    sync_command.add_argument("--timeout", type=float, default=30, help="seconds (default 30)")
+    sync_command.add_argument("--timeout", type=positive_seconds, default=30, help="seconds (default 30)")
     commands.add_parser("status", help="how much is saved, and where")
     stop_command = commands.add_parser("stop-watcher", help="stop the running watcher (the hooks)")
-    stop_command.add_argument("--timeout", type=float, default=10, help="seconds before SIGKILL (default 10)")
+    stop_command.add_argument("--timeout", type=positive_seconds, default=10, help="seconds, then SIGKILL (default 10)")
     export_command = commands.add_parser("export", help="copy the saved files to a folder")
     export_command.add_argument("--to", type=Path, required=True, help="the folder (created if missing)")
     return parser
@@ -513,8 +502,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     copy = Copy(args.data_dir, args.bucket)
     try:
-        if args.aws:
-            raise Failure("the saved copy is for an emulator only: on AWS the bucket keeps its objects")
         if args.command == "export":
             print(export(copy, args.to))
             return 0
@@ -524,6 +511,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(stopped)
             return 0
         if args.command == "status":
+            if not args.data_dir.is_dir():
+                raise Failure(
+                    f"no saved logs here: {args.data_dir} does not exist. They are kept in the LocalStack "
+                    "container (./start.sh status shows them); on this machine, pass --data-dir FOLDER "
+                    "(your SAVED_LOGS folder)"
+                )
             count, size = folder_size(copy)
             watching = "as of the last stop" if watcher_pid(args.state_dir) is None else "kept up to date"
             print(f"saved: {count:,} objects ({human_size(size)}) of s3://{args.bucket} in {copy.folder} ({watching})")

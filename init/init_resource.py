@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import glue_catalog  # beside this file: the Athena table (--aws)
+import pipeline_target  # beside this file: the names' defaults, flags, clients, error wording
+from pipeline_target import DEFAULT_ENDPOINT, DEFAULTS, Failure, describe, error_code, positive
 
 HERE = Path(__file__).resolve().parent
 HANDLER_FILE = HERE / "kinesis_event_to_s3.py"
-DEFAULT_ENDPOINT = "http://localhost:4566"
 LAMBDA_RUNTIME = "python3.12"
 LAMBDA_HANDLER = "kinesis_event_to_s3.handler"
 LAMBDA_TIMEOUT = 60  # seconds: a 1,000-record batch takes well under one
@@ -50,12 +51,9 @@ LOCALSTACK_SERVICES = ("kinesis", "lambda", "s3", "iam")
 # where a retry starts, and bisecting isolates a failing record on AWS.
 MAPPING = {
     "BatchSize": 1000,
-    # 0: a batch goes to the function at the poll that finds it. LocalStack counts the
-    # window from its last flush and checks it only at polls, so 1 held every record about
-    # a second (README, Testing). Cost: one invocation, one object, per poll that finds
-    # records: on LocalStack about as many as fluentd's flushes (~4/s under traffic, about
-    # 14,000 objects an hour; `./start.sh compact` merges an hour's into one); on AWS
-    # invocations happen as records arrive (per shard, about one a second).
+    # 0: a batch goes to the function at the poll that finds it; LocalStack checks a window
+    # only at polls, so 1 held every record about a second. Cost: one object per poll that
+    # finds records, about 13,000-16,000 objects an hour (docs/performance.md).
     "MaximumBatchingWindowInSeconds": 0,
     "FunctionResponseTypes": ["ReportBatchItemFailures"],
     "BisectBatchOnFunctionError": True,
@@ -71,10 +69,6 @@ KINESIS_READ_ACTIONS = [
     "kinesis:ListShards",
     "kinesis:SubscribeToShard",
 ]
-
-
-class Failure(Exception):
-    """An error to report as one line, without a traceback."""
 
 
 @dataclass
@@ -216,25 +210,9 @@ class Aws:
     """The clients for one target, with the account and region they act in."""
 
     def __init__(self, settings: Settings) -> None:
-        import boto3  # only dependency; imported here so --help works without it
-
-        session = boto3.session.Session(region_name=settings.region)
-        credentials = {}
-        if settings.endpoint and session.get_credentials() is None:
-            credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-        from botocore.config import Config
-
-        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"})
-
-        def client(name: str) -> Any:
-            return session.client(name, endpoint_url=settings.endpoint, config=config, **credentials)
-
-        self.kinesis = client("kinesis")
-        self.s3 = client("s3")
-        self.iam = client("iam")
-        self.lambda_ = client("lambda")
-        self.sts = client("sts")
-        self.glue = client("glue")
+        services = ("kinesis", "s3", "iam", "lambda", "sts", "glue")
+        clients = pipeline_target.clients(settings.region, settings.endpoint, services)
+        self.kinesis, self.s3, self.iam, self.lambda_, self.sts, self.glue = clients
         self.region = settings.region
         self._account: str | None = None
 
@@ -243,10 +221,6 @@ class Aws:
         if self._account is None:
             self._account = self.sts.get_caller_identity()["Account"]
         return self._account
-
-
-def error_code(exc: BaseException) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
 def waiter_config(settings: Settings) -> dict[str, int]:
@@ -270,9 +244,9 @@ def wait_for_endpoint(settings: Settings) -> None:
             if not missing:
                 return
             last = "LocalStack services not ready: " + ", ".join(missing)
-        except urllib.error.HTTPError:
-            return  # answers HTTP but is not LocalStack (moto, AWS-compatible emulators)
-        except (OSError, ValueError) as exc:
+        except (urllib.error.HTTPError, ValueError):
+            return  # answers HTTP but is not LocalStack (moto, other emulators): the API calls tell
+        except OSError as exc:
             last = str(getattr(exc, "reason", exc))
         if time.monotonic() >= deadline:
             raise Failure(
@@ -640,32 +614,34 @@ def _count_keys(aws: Aws, bucket: str, prefix: str) -> int:
     return sum(page.get("KeyCount", 0) for page in paginator.paginate(Bucket=bucket, Prefix=prefix))
 
 
-def rerun_command(settings: Settings) -> str:
-    """This script with exactly these settings, so a hint never targets other resources."""
+def _target_flags(settings: Settings, names: tuple[str, ...]) -> list[str]:
+    """The flags that point a tool at exactly these settings (defaults left out)."""
     flags = ["--aws"] if settings.endpoint is None else []
     if settings.endpoint not in (None, DEFAULT_ENDPOINT):
         flags += ["--endpoint-url", settings.endpoint]
-    defaults = Settings(
-        stream="nginx-accesslog-stream",
-        shards=1,
-        bucket="nginx-accesslog",
-        role="kinesis-lambda-role",
-        function="KinesisAccessLogToS3",
-        region="us-east-1",
-        endpoint=None,
-        wait_timeout=0,
-    )
-    for name in ("region", "stream", "shards", "bucket", "role", "function", "compression"):
-        value = getattr(settings, name)
-        if value != getattr(defaults, name):
-            flags += [f"--{name}", str(value)]
+    for name in names:
+        value = str(getattr(settings, name) or "none")  # compression "" is the default none
+        if value != DEFAULTS[name][1]:
+            flags += [f"--{name}", value]
+    return flags
+
+
+def rerun_command(settings: Settings) -> str:
+    """This script with exactly these settings, so a hint never targets other resources."""
+    flags = _target_flags(settings, ("region", "stream", "shards", "bucket", "role", "function", "compression"))
     return " ".join(["python3", "init/init_resource.py", *(shlex.quote(flag) for flag in flags)])
+
+
+def cli_command(settings: Settings, *words: str) -> str:
+    """init/pipeline_cli.py with the same target: it needs only boto3, like this script."""
+    flags = _target_flags(settings, ("region", "stream", "bucket", "function"))
+    return " ".join(["python3", "init/pipeline_cli.py", *(shlex.quote(flag) for flag in flags), *words])
 
 
 def hint_commands(settings: Settings) -> dict[str, str]:
     """What hints tell a user to run: the stack's own commands when this runs inside the
-    compose stack ($PIPELINE_CLI, set by docker-compose.yml), else this script re-run
-    with the same settings and the AWS CLI."""
+    compose stack ($PIPELINE_CLI, set by docker-compose.yml), else this script and
+    pipeline_cli.py with the same settings (no AWS CLI needed)."""
     cli = os.environ.get("PIPELINE_CLI")
     if cli:
         return {
@@ -674,11 +650,10 @@ def hint_commands(settings: Settings) -> dict[str, str]:
             "list": f"{cli} ls",
             "fluentd": "docker compose logs fluentd",
         }
-    endpoint = f" --endpoint-url {shlex.quote(settings.endpoint)}" if settings.endpoint else ""
     return {
         "provision": rerun_command(settings),
-        "function logs": f"aws logs tail /aws/lambda/{settings.function} --follow{endpoint}",
-        "list": f"aws s3 ls s3://{settings.bucket} --recursive{endpoint}",
+        "function logs": cli_command(settings, "logs", "--follow"),
+        "list": cli_command(settings, "ls"),
         "fluentd": "the log of the fluentd that ships your access log",
     }
 
@@ -736,7 +711,7 @@ def status(aws: Aws, settings: Settings) -> bool:
         print(f"bucket    {settings.bucket}: {records} record object(s), {errors} error object(s)")
         if records == 0 and not hints:
             hints.append(
-                "no records yet: browse the site, wait a few seconds (fluentd flushes every second), "
+                "no records yet: browse the site, wait a few seconds, "
                 f"and check fluentd ({run['fluentd']}) and the function ({run['function logs']})"
             )
         if errors:
@@ -756,25 +731,7 @@ def status(aws: Aws, settings: Settings) -> bool:
 # --- command line --------------------------------------------------------------------
 
 
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """--endpoint-url | --aws, and --region: where the pipeline is (pipeline_cli.py too)."""
-    env = os.environ.get
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--endpoint-url",
-        default=env("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
-        help="emulator endpoint (default: $AWS_ENDPOINT_URL, else %(default)s)",
-    )
-    target.add_argument("--aws", action="store_true", help="real AWS: no endpoint, your credential chain")
-    parser.add_argument(
-        "--region",
-        default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
-        help="default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="init_resource.py",
         description="Create or update (default), show (--status) or remove (--teardown) the log pipeline.",
@@ -783,24 +740,17 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--status", action="store_true", help="show each resource's state and hints")
     action.add_argument("--teardown", action="store_true", help="delete mapping, function, role, bucket, stream")
     parser.add_argument("--force", action="store_true", help="with --teardown: delete a bucket that holds objects")
-    add_target_arguments(parser)
+    pipeline_target.add_target_arguments(parser)
     parser.add_argument("--yes", action="store_true", help="with --aws: do not ask for confirmation")
-    parser.add_argument("--stream", default=env("KINESIS_STREAM") or "nginx-accesslog-stream", help="$KINESIS_STREAM")
-    parser.add_argument("--shards", type=_positive(int), default=env("KINESIS_SHARDS") or 1, help="$KINESIS_SHARDS")
-    parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
-    parser.add_argument("--role", default=env("LAMBDA_ROLE_NAME") or "kinesis-lambda-role", help="$LAMBDA_ROLE_NAME")
-    parser.add_argument(
-        "--function", default=env("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="$LAMBDA_FUNCTION_NAME"
-    )
-    parser.add_argument(
-        "--compression",
-        choices=["none", "gzip"],
-        default=env("COMPRESSION") or "none",
-        help="objects as .json (default) or .json.gz; $COMPRESSION",
+    for name in ("stream", "bucket", "role", "function"):
+        pipeline_target.add_name_argument(parser, name)
+    pipeline_target.add_name_argument(parser, "shards", type=positive(int))
+    pipeline_target.add_name_argument(
+        parser, "compression", choices=["none", "gzip"], help="objects as .json (none) or .json.gz (gzip); $COMPRESSION"
     )
     parser.add_argument(
         "--wait-timeout",
-        type=_positive(float),
+        type=positive(float),
         default=60.0,
         help="seconds to wait for the endpoint and each resource (default %(default)s)",
     )
@@ -816,23 +766,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.yes and not args.aws:
         parser.error("--yes goes with --aws")
     return args
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` (int or float) above 0."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"not {'a whole number' if kind is int else 'a number'}: {text!r}"
-            ) from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError("must be more than 0")
-        return value
-
-    return parse
 
 
 def confirm_real_aws(aws: Aws, settings: Settings, args: argparse.Namespace) -> None:
@@ -865,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not HANDLER_FILE.is_file():
             raise Failure(f"the handler's source is missing: {HANDLER_FILE}")
+        pipeline_target.boto3_module()  # before any wait: a missing boto3 is said at once
         if settings.endpoint:
             wait_for_endpoint(settings)
         aws = Aws(settings)
@@ -885,24 +819,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"init_resource.py: error: {describe(exc)}", file=sys.stderr)
         return 1
-
-
-def describe(exc: BaseException) -> str:
-    """One line for any failure, naming what went wrong and, where we know it, what to do."""
-    if isinstance(exc, Failure):
-        return str(exc)
-    name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return "no AWS credentials found: configure them (aws configure, AWS_PROFILE) or use an emulator"
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"):
-        return f"cannot reach the endpoint: {exc}"
-    if name == "WaiterError":
-        return f"timed out waiting: {exc} (raise --wait-timeout?)"
-    code = error_code(exc)
-    if code:
-        message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
-        return f"{code}: {message}" if message else f"{code}: {exc}"
-    return f"{name}: {exc}"
 
 
 if __name__ == "__main__":

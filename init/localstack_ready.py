@@ -18,12 +18,14 @@ import sys
 import urllib.request
 from pathlib import Path
 
-DEFAULT_URL = "http://localhost:4566/_localstack/init/ready"
+import pipeline_target  # beside this file: the endpoint and state folder's defaults
+
+DEFAULT_URL = pipeline_target.DEFAULT_ENDPOINT + "/_localstack/init/ready"
 FIX = "fix the cause, then run ./start.sh provision"
 
 
 def state_file() -> Path:
-    return Path(os.environ.get("PIPELINE_STATE_DIR") or "/tmp/pipeline") / "provision.state"  # noqa: S108 - container path
+    return Path(os.environ.get("PIPELINE_STATE_DIR") or pipeline_target.DEFAULT_STATE_DIR) / "provision.state"
 
 
 def verdict(report: dict, provision_state: str | None = None) -> tuple[bool, str]:

@@ -26,32 +26,22 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import re
 import secrets
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
-import init_resource  # beside this file: the same flags, endpoint and error wording
-from init_resource import Failure  # an error reported as one line
+import pipeline_target  # beside this file: the names' defaults, flags, clients, error wording
+from pipeline_target import Failure, describe, duration, error_code, positive_seconds
 
-DURATION = re.compile(r"^(\d+)([smhd])$")
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; host tools run on 3.9+
 CONTROL_PREFIX = "_pipeline/"  # the function's control objects: not log data
 DRAIN_PREFIX = CONTROL_PREFIX + "drain/"
 PROGRESS_EVERY = 5.0  # seconds between drain's progress lines
 DRAIN_STAMP = re.compile(r"\d{8}T\d{6}Z")  # how a drain id starts: when it was made
-
-
-def duration(text: str) -> int:
-    """argparse type: `90s`, `10m`, `2h`, `1d` in seconds."""
-    match = DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise argparse.ArgumentTypeError(f"not a duration like 10m, 2h or 1d: {text!r}")
-    return int(match.group(1)) * SECONDS[match.group(2)]
 
 
 def object_key(text: str, bucket: str) -> str:
@@ -75,17 +65,6 @@ def records(body: bytes, key: str) -> Iterator[str]:
 
 def pretty(line: str) -> str:
     return json.dumps(json.loads(line), indent=2, ensure_ascii=False)
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type: a number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
-    return value
 
 
 def open_shards(shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,14 +95,7 @@ def log_line(event: dict[str, Any]) -> str:
 
 
 def client(args: argparse.Namespace, service: str) -> Any:
-    import boto3  # imported here so --help and bad flags need no boto3
-
-    session = boto3.session.Session(region_name=args.region)
-    endpoint = None if args.aws else args.endpoint_url
-    credentials = {}
-    if endpoint and session.get_credentials() is None:
-        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    return session.client(service, endpoint_url=endpoint, **credentials)
+    return pipeline_target.clients(args.region, None if args.aws else args.endpoint_url, (service,))[0]
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> int:
@@ -191,7 +163,7 @@ def drain(kinesis: Any, s3: Any, stream: str, bucket: str, timeout: float, inter
     try:
         s3.head_bucket(Bucket=bucket)
     except Exception as exc:
-        if init_resource.error_code(exc) in ("404", "NoSuchBucket"):
+        if error_code(exc) in ("404", "NoSuchBucket"):
             raise Failure(
                 f"the bucket {bucket} does not exist, so the function cannot store what is in stream {stream}"
                 " (status shows what is missing)"
@@ -277,7 +249,7 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except Exception as exc:
-        if init_resource.error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise
     return True
@@ -287,16 +259,12 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     parser = argparse.ArgumentParser(
         prog="pipeline_cli.py", description="Look at what the pipeline delivered; drain its stream."
     )
-    init_resource.add_target_arguments(parser)
-    parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
-    parser.add_argument("--stream", default=env("KINESIS_STREAM") or "nginx-accesslog-stream", help="$KINESIS_STREAM")
-    parser.add_argument(
-        "--function", default=env("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="$LAMBDA_FUNCTION_NAME"
-    )
+    pipeline_target.add_target_arguments(parser)
+    for name in ("bucket", "stream", "function"):
+        pipeline_target.add_name_argument(parser, name)
     commands = parser.add_subparsers(dest="command", required=True, metavar="{ls,cat,logs,drain}")
     listing = commands.add_parser("ls", help="list the bucket's objects")
     listing.add_argument("prefix", nargs="?", default="", help="e.g. 2026/11/27/ or errors/")
@@ -330,13 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"pipeline_cli.py: error: {describe(exc)}", file=sys.stderr)
         return 1
-
-
-def describe(exc: BaseException) -> str:
-    """One line for any failure: init_resource.py's wording, and the bucket's absence."""
-    if init_resource.error_code(exc) == "NoSuchBucket":
-        return "the bucket does not exist: is the pipeline provisioned? (status shows what is missing)"
-    return init_resource.describe(exc)
 
 
 if __name__ == "__main__":

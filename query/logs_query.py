@@ -33,11 +33,12 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+UTC = timezone.utc  # datetime.UTC is Python 3.11+; the tools run on 3.9+
 DEFAULT_ENDPOINT = "http://localhost:4566"
 ERROR_PREFIX = "errors/"
 # Written by query/compact_hours.py inside an hour prefix: names the compacted object and
@@ -256,7 +257,7 @@ def fetch_prefixes(
         for attempt in range(attempts):
             listings = list(pool.map(bucket.list, pending))
             manifests = list(pool.map(lambda p, k: read_manifest(bucket, p, k), pending, listings))
-            plans = {p: objects_to_read(k, m) for p, k, m in zip(pending, listings, manifests, strict=True)}
+            plans = {p: objects_to_read(k, m) for p, k, m in zip(pending, listings, manifests)}
             futures = {p: [pool.submit(bucket.get, key) for key in keys] for p, keys in plans.items()}
             again = []
             for prefix, hour in futures.items():
@@ -388,7 +389,7 @@ def table_text(columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int
     widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, name in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
         return " | ".join(parts).rstrip()
 
     out = [line(list(columns)), "-+-".join("-" * w for w in widths)]
@@ -406,7 +407,7 @@ def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
         writer.writerows([["" if v is None else v for v in row] for row in rows])
     elif fmt == "json":
         for row in rows:
-            out.write(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value, ensure_ascii=False) + "\n")
+            out.write(json.dumps(dict(zip(columns, row)), default=_json_value, ensure_ascii=False) + "\n")
     else:
         out.write(table_text(columns, rows))
 

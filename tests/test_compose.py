@@ -10,7 +10,7 @@ from pathlib import PurePosixPath
 
 import pytest
 from support.compose import COMPOSE_FILE, ROOT, compose
-from support.fluentd_conf import fluent_conf_defaults
+from support.fluentd_conf import FLUENT_CONF, fluent_conf_defaults
 
 
 def test_validates_against_the_compose_specification():
@@ -262,3 +262,50 @@ def test_start_sh_knows_the_images_compose_builds():
     start = (ROOT / "start.sh").read_text()
     assert f"FLUENTD_IMAGE={services['fluentd']['image']}\n" in start
     assert f"QUERY_IMAGE={services['query']['image']}\n" in start
+
+
+def test_start_sh_names_every_image_the_stack_pulls_for_its_uninstall():
+    # ./start.sh uninstall keeps the pulled images (other projects may share them) and
+    # prints the command that removes them: it must name each one
+    import init_resource
+
+    start = (ROOT / "start.sh").read_text()
+    pulled = re.search(r"^PULLED_IMAGES=\(([^)]*)\)$", start, re.M).group(1).split()
+    bases = [
+        base
+        for folder in ("fluentd", "query")
+        for base in re.findall(r"^FROM (\S+)", (ROOT / folder / "Dockerfile").read_text(), re.M)
+    ]
+    runtime = init_resource.LAMBDA_RUNTIME.removeprefix("python")
+    expected = [compose()["services"]["web"]["image"], *bases, f"public.ecr.aws/lambda/python:{runtime}"]
+    assert sorted(pulled) == sorted(expected)
+
+
+def test_reboot_and_memory_decisions_hold():
+    # docs/operations.md: every long-running service comes back after a reboot (the hook's
+    # restore-then-provision order, fluentd's retry_forever and the healthcheck's fresh
+    # verdict are pinned in their own tests), and no service has a memory limit (a limit
+    # would kill LocalStack with the stream's undelivered records in it)
+    services = compose()["services"]
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for name, service in services.items():
+        if "tools" in service.get("profiles", []):
+            continue
+        assert service.get("restart") == "unless-stopped", name
+        assert "mem_limit" not in service and "limits" not in service.get("deploy", {}).get("resources", {}), name
+    assert "restart: unless-stopped" in operations and "no `mem_limit`" in operations
+    assert "retry_forever true" in operations and "retry_forever true" in FLUENT_CONF.read_text()
+
+
+def test_start_sh_defaults_agree_with_compose_and_env_example():
+    # start.sh reads settings itself (ports, image, timeouts): its defaults are the same
+    # facts as docker-compose.yml's ${VAR:-default} and .env.example's values
+    start = (ROOT / "start.sh").read_text()
+    defaults = dict(re.findall(r"\bsetting ([A-Z_]+) ([^\s)\"$]+)", start))
+    assert {"WEB_PORT", "LOCALSTACK_IMAGE", "LOCALSTACK_PORT", "SAVED_LOGS", "START_TIMEOUT"} <= set(defaults)
+    in_compose = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", COMPOSE_FILE.read_text()))
+    example = dict(re.findall(r"^([A-Z_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.M))
+    for name, value in defaults.items():
+        if name in in_compose:
+            assert in_compose[name] == value, name
+        assert example.get(name) == value, name

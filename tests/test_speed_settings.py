@@ -1,6 +1,6 @@
-"""The settings chosen for speed (issue #13), each pinned with its reason, so none drifts.
+"""The settings chosen for speed, each pinned with its reason, so none drifts.
 
-Measured on the real LocalStack 4.14.0 (README, "Testing", the pipeline benchmark):
+Measured on the real LocalStack 4.14.0 (docs/performance.md, the pipeline benchmark):
 - fluentd's `kinesis_streams_aggregated`: one Kinesis record per flush instead of one per
   line. LocalStack's Kinesis (kinesis-mock) slows down with every record stored on a
   shard, and keeps them 24 h: per line, 100 req/s fell behind within minutes.
@@ -102,3 +102,27 @@ def test_the_fluentd_stand_in_ships_with_fluent_conf_settings():
     assert float(buffer["flush_interval"]) == shipper.FLUSH_INTERVAL
     assert float(buffer["flush_thread_interval"]) == shipper.FLUSH_THREAD_INTERVAL
     assert parse_size(buffer["chunk_limit_size"]) == shipper.CHUNK_LIMIT_SIZE
+
+
+def test_every_objects_an_hour_figure_agrees_with_the_measured_ones():
+    # one object per poll that finds records: docs/performance.md holds the measured
+    # "objects N (X per hour)"; every description of the rate, and the query bench's
+    # model, must stay within what was measured
+    root = FLUENT_CONF.parents[2]
+    measured = [
+        int(x.replace(",", ""))
+        for x in re.findall(r"objects \d+ \(([\d,]+) per hour\)", (root / "docs/performance.md").read_text())
+    ]
+    assert len(measured) >= 4
+    low, high = min(measured) * 0.95, max(measured) * 1.05
+    stated = []
+    for path in ("docs/performance.md", "query/README.md", "query/compact_hours.py", "init/init_resource.py"):
+        text = re.sub(r"\s*\n\s*#?\s*", " ", (root / path).read_text())  # lines joined, comment marks dropped
+        for first, second in re.findall(r"([\d,]{5,})(?:[-\u2013]([\d,]{5,}))? objects an hour", text):
+            stated += [(path, int(n.replace(",", ""))) for n in (first, second) if n]
+    assert {path for path, _ in stated} >= {"docs/performance.md", "query/README.md", "query/compact_hours.py"}
+    for path, figure in stated:
+        assert low <= figure <= high, (path, figure)
+    source = (root / "bench" / "query_bench.py").read_text()
+    per_second = int(re.search(r"^OBJECTS_PER_SECOND = (\d+)$", source, re.M).group(1))
+    assert low <= per_second * 3600 <= high

@@ -128,7 +128,17 @@ def healthy_stack(ready_at: float = 4) -> dict:
 def test_help_lists_every_command(start):
     result = start("--help", scenario=None)
     assert result.code == 0
-    for command in ("up", "down [-v|--volumes]", "export DIR", "provision", "status", "ls", "cat KEY", "logs"):
+    for command in (
+        "up",
+        "down [-v|--volumes]",
+        "uninstall",
+        "export DIR",
+        "provision",
+        "status",
+        "ls",
+        "cat KEY",
+        "logs",
+    ):
         assert f"./start.sh {command}" in result.stdout or f"./start.sh [{command}]" in result.stdout, command
     # and what a user must know before using them
     assert "DRAIN_TIMEOUT" in result.stdout and "overwritten" in result.stdout
@@ -138,6 +148,33 @@ def test_help_works_by_a_relative_path_from_another_directory(start, tmp_path):
     # given the user is in the parent folder and types work/start.sh --help
     result = start("--help", cwd=tmp_path, command="work/start.sh")
     assert result.code == 0 and "./start.sh down" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["query", "--help"], "./start.sh query [--since 1h"),
+        (["query", "--since", "2h", "-h"], "./start.sh query [--since 1h"),
+        (["traffic", "--help"], "./start.sh traffic [--rate R]"),
+        (["compact", "--help"], "./start.sh compact [--since 24h]"),
+        (["ls", "--help"], "./start.sh ls [PREFIX]"),
+        (["cat", "-h"], "./start.sh cat KEY [--pretty]"),
+        (["logs", "--help"], "./start.sh logs [--since 10m]"),
+        (["down", "--help"], "./start.sh down [-v|--volumes]"),
+        (["export", "--help"], "./start.sh export DIR"),
+        (["status", "--help"], "./start.sh status"),
+        (["provision", "--help"], "./start.sh provision"),
+        (["up", "--help"], "./start.sh [up]"),
+    ],
+)
+def test_a_commands_help_needs_no_docker_and_no_stack(start, args, shown):
+    # given no docker at all on PATH
+    result = start(*args)
+    assert result.code == 0, result.stderr
+    assert result.stdout.lstrip().startswith(shown)
+    assert "./start.sh" in result.stdout and result.stderr == ""
+    other = {"query": "./start.sh ls", "ls": "./start.sh query", "down": "./start.sh export"}.get(args[0])
+    assert other is None or other not in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -405,6 +442,70 @@ def test_slow_pulls_wait_and_then_succeed(start):
     result = start(scenario=scenario)
     assert result.code == 0, result.stderr
     assert "waiting for localstack: starting (0s)" in result.stdout
+
+
+def test_a_first_start_says_it_pulls_then_builds_before_localstack_starts(start):
+    # given Compose pulling for a minute, then building fluentd's image, then starting
+    scenario = {**healthy_stack(ready_at=150), "images_present": False}
+    scenario["services"]["localstack"] = timeline((120, STARTING), (150, HEALTHY))
+    scenario["up"]["progress"] = [
+        [2, " localstack Pulling "],
+        [4, " 8a1e25ce7c4f Downloading [=====>        ]  10.2MB/98.1MB"],
+        [60, " localstack Pulled "],
+        [62, "#5 [fluentd 2/3] RUN gem install fluent-plugin-kinesis -v 3.6.1"],
+        [110, " Container centralized-logging-pipeline-localstack-1  Started"],
+    ]
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    pulling = next(i for i, line in enumerate(lines) if "waiting for docker compose: pulling images" in line)
+    building = next(i for i, line in enumerate(lines) if "waiting for docker compose: building fluentd's image" in line)
+    starting = [i for i, line in enumerate(lines) if "waiting for localstack: starting" in line][-1]
+    assert pulling < building < starting
+    assert "first start" in lines[pulling] and "first start" in lines[building]
+
+
+def test_the_readmes_first_start_lines_are_start_sh_s_own(start):
+    # README.md shows a first start's lines: each must be one start.sh prints (timings aside)
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```\n(.*?)```", readme, re.S) if "The pipeline is up" in b)
+    scenario = {**healthy_stack(ready_at=150), "images_present": False}
+    scenario["services"]["localstack"] = timeline((120, STARTING), (150, HEALTHY))
+    scenario["up"]["progress"] = [[2, " localstack Pulling "], [60, "#5 [fluentd 2/3] RUN gem install"]]
+    scenario["up"]["progress"].append([110, " Container centralized-logging-pipeline-localstack-1  Started"])
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+
+    def shown(text: str) -> set[str]:
+        lines = {re.sub(r" \(\d+s\)$", "", line.rstrip()) for line in text.splitlines()}
+        return {re.sub(r"http://localhost(:\d+)?/", "http://localhost/", line) for line in lines if line.strip()}
+
+    assert shown(block) <= shown(result.stdout), shown(block) - shown(result.stdout)
+
+
+def test_a_later_start_says_the_build_comes_from_the_cache(start):
+    # given images present: `up --build` still runs fluentd's build, from Docker's cache
+    scenario = healthy_stack(ready_at=10)
+    scenario["up"]["progress"] = [[0, "#5 [fluentd 2/3] RUN gem install (CACHED)"]]
+    scenario["services"]["localstack"] = timeline((6, STARTING), (10, HEALTHY))
+    result = start(scenario=scenario)
+    assert result.code == 0, result.stderr
+    assert "waiting for docker compose: building fluentd's image (from Docker's cache)" in result.stdout
+    assert "first start" not in result.stdout.lower()
+
+
+def test_pulling_and_building_are_not_counted_in_start_timeout(start):
+    # given a slow network: Compose pulls and builds for 80 s, START_TIMEOUT is 30
+    scenario = {**healthy_stack(ready_at=90), "images_present": False}
+    scenario["services"]["localstack"] = timeline((82, STARTING), (90, HEALTHY))
+    scenario["up"]["progress"] = [[1, " localstack Pulling "], [50, "#5 [fluentd 2/3] RUN gem install"]]
+    scenario["up"]["progress"].append([80, " Container centralized-logging-pipeline-localstack-1  Started"])
+    result = start(scenario=scenario, env={"START_TIMEOUT": "30"})
+    # then it waits them out and starts
+    assert result.code == 0, result.stderr
+    assert "The pipeline is up and provisioned." in result.stdout
 
 
 def test_a_stack_that_never_becomes_ready_times_out_with_what_it_waited_for(start):
@@ -926,6 +1027,33 @@ def test_down_volumes_on_a_terminal_deletes_nothing_unless_the_user_says_yes(sta
     assert "Delete them? [y/N]" in result.stderr
     assert "Nothing deleted." in result.stdout
     assert not any(call[:2] in (["compose", "down"], ["compose", "stop"]) for call in result.calls)
+
+
+def test_uninstall_removes_the_stack_its_volumes_and_only_the_images_built_for_it(start):
+    # given a running stack whose images are all present, and no terminal (the consent)
+    result = start("uninstall", scenario=running_stack(), merged=True)
+    assert result.code == 0, result.stdout
+    services = compose()["services"]
+    built = [services["fluentd"]["image"], services["query"]["image"]]
+    removed = [call[2:] for call in result.calls if call[:2] == ["image", "rm"]]
+    # then the containers and volumes go first, then exactly the two built images
+    down = result.calls.index(["compose", "down", "--remove-orphans", "--volumes"])
+    assert removed == [[image] for image in built]
+    assert all(result.calls.index(["image", "rm", image]) > down for image in built)
+    out = result.stdout
+    assert out.index("./start.sh uninstall deletes, for good:") < out.index(" Removed")
+    assert f"the images built for this project: {built[0]}, {built[1]}" in out
+    # and what it keeps (shared with other projects, maybe) is named with the command to remove it
+    kept = next(line for line in out.splitlines() if line.strip().startswith("docker image rm "))
+    for image in (services["web"]["image"], "localstack/localstack:4.14.0", "public.ecr.aws/lambda/python:3.12"):
+        assert image in kept
+    assert "docker builder prune" in out
+
+
+def test_uninstall_on_a_terminal_removes_nothing_unless_the_user_says_yes(start):
+    result = start("uninstall", scenario=running_stack(), tty_input="n\n")
+    assert result.code == 1 and "Nothing deleted." in result.stdout
+    assert not any(call[:2] in (["compose", "down"], ["image", "rm"]) for call in result.calls)
 
 
 @pytest.mark.parametrize("answer", ["y\n", "yes\n"])

@@ -7,7 +7,7 @@
 # The stream cannot be drained here: once LocalStack stops it answers 503 to every request
 # but its own, so the function cannot write to S3 any more. `./start.sh down` drains it
 # before it stops LocalStack; a stop of LocalStack alone loses what the stream still held
-# (the last second or so of lines, see the README's "Persistence").
+# (the last second or so of lines, see docs/persistence.md).
 set -euo pipefail
 
 init_dir=${PIPELINE_INIT_DIR:-/opt/pipeline/init}

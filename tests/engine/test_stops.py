@@ -2,7 +2,7 @@
 restarted alone (Compose's SIGTERM through the image's supervisor), killed, the whole
 stack's `./start.sh down` and the next start, and `down --volumes`.
 
-The bound asserted for lost lines is the README's ("Keeping your logs"): only lines
+The bound asserted for lost lines is docs/persistence.md's: only lines
 written within 5 s before a stop of LocalStack alone or a crash, never a line twice,
 never an object lost on a stop.
 """
@@ -22,7 +22,7 @@ from support.stack import Stack, Traffic
 
 pytestmark = pytest.mark.docker
 
-LOSS_BOUND = 5.0  # seconds before a stop or crash within which a line may be lost (README)
+LOSS_BOUND = 5.0  # seconds before a stop or crash within which a line may be lost (docs/persistence.md)
 SLOW_HOOK_SECONDS = 8  # longer than the supervisor's default SHUTDOWN_TIMEOUT (5 s)
 SLOW_HOOK = f"""#!/bin/bash
 # added by tests/engine/test_stops.py: a shutdown hook longer than 5 s must still finish

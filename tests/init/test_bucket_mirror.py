@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -322,8 +323,31 @@ def test_saved_files_are_readable_by_others_and_never_half_written(tmp_path):
     assert not (copy.folder / "a").exists() and copy.folder.exists()
 
 
-@pytest.mark.parametrize("args", [["--aws", "status"], ["bogus"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--aws", "status"],
+        ["bogus"],
+        ["sync", "--timeout", "0"],
+        ["restore", "--workers", "0"],
+        ["sync", "--timeout", "x"],
+    ],
+)
 def test_wrong_use_is_one_line(args, tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("bucket_mirror.py: error:")
+    assert re.match(r"bucket_mirror.py( \w+)?: error:", result.stderr.strip().splitlines()[-1])
+
+
+def test_status_of_a_data_dir_that_does_not_exist_says_where_the_logs_are(tmp_path):
+    # e.g. run on a host, where /var/lib/pipeline is the container's path
+    result = run_cli("status", endpoint=NOWHERE, data_dir=tmp_path / "nowhere")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert f"{tmp_path / 'nowhere'} does not exist" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_only_an_emulator_is_offered():
+    # on AWS the bucket keeps its objects itself: no --aws flag to offer
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and "--endpoint-url" in result.stdout and "--aws" not in result.stdout

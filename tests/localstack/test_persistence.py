@@ -3,7 +3,7 @@
 it (SIGTERM to LocalStack alone, tests/support/localstack_host.py `terminate`) or killed
 (SIGKILL to everything, `kill`), then started again on the same saved-logs folder (the
 compose volume). Traffic: tests/support/stop_scenario.py; bench/stop_bench.py repeats
-the same stops and prints the figures the README quotes.
+the same stops and prints the figures docs/persistence.md quotes.
 
 Each test has a LocalStack of its own: the hooks provision the stack's default names.
 """

@@ -47,6 +47,11 @@ def test_converge_rerun_status_and_teardown(localstack, pipeline_names):
     assert "Enabled" in out and f"bucket    {names.bucket}: 0 record object(s), 0 error object(s)" in out
     # LocalStack differs from AWS: its mapping's LastProcessingResult never changes
     assert "last processing result: No records processed" in out
+    # another KINESIS_SHARDS (--shards) reshards the stream and says so
+    code, out, err = run(endpoint, *names.args(), "--shards", "3")
+    assert code == 0 and f"stream    {names.stream}: updated (2 -> 3 shard(s))" in out, out + err
+    kinesis = boto3.client("kinesis", **clients)
+    assert kinesis.describe_stream_summary(StreamName=names.stream)["StreamDescriptionSummary"]["OpenShardCount"] == 3
     # --teardown removes everything and is idempotent
     s3 = boto3.client("s3", **clients)
     s3.put_object(Bucket=names.bucket, Key="2026/11/26/10/x.json", Body=b"{}\n")

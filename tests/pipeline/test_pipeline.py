@@ -2,8 +2,8 @@
 source mapping -> the deployed handler in LocalStack's Lambda -> LocalStack's S3: every
 request exactly once, with the right fields.
 
-Where LocalStack 4.14.0's mapping differs from AWS, the test says so (README, "What
-LocalStack does not emulate")."""
+Where LocalStack 4.14.0's mapping differs from AWS, the test says so (docs/guarantees.md,
+"What LocalStack does not emulate")."""
 
 from __future__ import annotations
 

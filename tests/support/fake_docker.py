@@ -15,7 +15,8 @@ Time is fake: `sleep` (also a stand-in, see `install`) advances a clock file and
 
 A scenario (JSON) describes the machine:
   {"engine": true, "images_present": false,
-   "up": {"at": 5, "exit": 0, "output": "..."},          # when `compose up` returns
+   "up": {"at": 5, "exit": 0, "output": "...",           # when `compose up` returns
+          "progress": [[1, " web Pulling"]]},             # its lines before that, as they come
    "services": {"localstack": [[0, {"status": "running", "health": "starting",
                                     "verdict": "provisioning still running: 10-provision.sh"}]]},
    "after_provision": {"localstack": [[0, {...}]]},       # timelines once a re-run succeeds
@@ -204,8 +205,13 @@ def respond(machine: Machine, args: list[str]) -> int:
     if command == "up":
         up = scenario.get("up", {"at": 0, "exit": 0})
         deadline = time.monotonic() + 60  # never outlive a broken test
+        progress = list(up.get("progress", []))  # [[at, line], ...]: Compose's plain progress lines
         while clock(machine.state) < up.get("at", 0) and time.monotonic() < deadline:
+            while progress and clock(machine.state) >= progress[0][0]:
+                print(progress.pop(0)[1], file=sys.stderr, flush=True)
             time.sleep(0.02)
+        for _, line in progress:
+            print(line, file=sys.stderr)
         print(up.get("output", ""), file=sys.stderr)
         return up.get("exit", 0)
     if command == "logs":

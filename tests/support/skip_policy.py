@@ -39,7 +39,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     write(f"{len(_skipped)} test(s) did not run, so this run proves less than it says:", red=True, bold=True)
     for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
         write(f"  {count:>4} x {reason}", red=True)
-    write("Install the prerequisites (README, Testing) and run again." + (" CI fails on this." if IN_CI else ""))
+    write("Install the prerequisites (docs/testing.md) and run again." + (" CI fails on this." if IN_CI else ""))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
