@@ -2,9 +2,11 @@
 
 Each Kinesis record carries fluentd's `{"message": "<line>"}\\n`, a raw line (or several),
 or a KPL aggregated record holding either. Every accepted nginx `combined`/`main` line
-becomes one typed JSON object in `YYYY/MM/DD/HH/` (the request's own UTC hour); every
-other line, and every record that cannot be decoded, is kept under `errors/` (hour of
-arrival) with its bytes in base64, in the spirit of Firehose's `processing-failed`.
+(and the stack's `main_timed`: `main` plus request time, upstream time, request length,
+request id and host, docs/request-timing.md) becomes one typed JSON object in
+`YYYY/MM/DD/HH/` (the request's own UTC hour); every other line, and every record that
+cannot be decoded, is kept under `errors/` (hour of arrival) with its bytes in base64, in the spirit of
+Firehose's `processing-failed`.
 
 A record `{"pipeline_drain": "<id>"}` is a drain marker (`pipeline_cli.py drain`): it
 becomes no line; once every record before it on its shard is in S3, the function writes
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from json.decoder import scanstring
 from json.encoder import encode_basestring
 from typing import Any
@@ -49,8 +52,18 @@ s3 = boto3.client("s3")  # created once per execution environment, reused by eve
 # --- parsing: pure functions ---------------------------------------------------------
 
 
+# Seconds as nginx writes them (`%T.%03M`: `0.004`), each a valid JSON number as it stands.
+_SECONDS = r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
+# $upstream_response_time: `-` (no upstream), or one time per upstream tried, `, ` between
+# servers of one group and ` : ` between groups (an internal redirect); a server not
+# reached may read `-` inside the list.
+_UPSTREAM = rf"(?:{_SECONDS}|-)(?:(?:, | : )(?:{_SECONDS}|-))*"
+
+
 def _line_pattern(content: str, quote: str = '"') -> str:
-    """nginx's `combined` format, plus `main`'s optional `"$http_x_forwarded_for"`.
+    """nginx's `combined` format, plus `main`'s optional `"$http_x_forwarded_for"`, plus
+    the optional tail of the stack's `main_timed` format (nginx/templates/default.conf.template):
+    ` rt=$request_time urt="$upstream_response_time" rl=$request_length rid=$request_id host="$host"`.
 
     `content` is what may stand between the quotes of a field, `quote` what a quote is.
     `$request` is split into method, URI and protocol when it is `METHOD URI HTTP/x[.y]`
@@ -67,6 +80,8 @@ def _line_pattern(content: str, quote: str = '"') -> str:
         + " "
         + quoted  # "$http_user_agent"
         + f"(?: {quoted})?"  # "$http_x_forwarded_for"
+        + f"(?: rt=({_SECONDS}|-) urt={quote}({_UPSTREAM}){quote} rl=(0|[1-9][0-9]*|-)"
+        + rf' rid=([^\s"\\]+) host={quoted})?'  # the main_timed tail
     )
 
 
@@ -96,6 +111,11 @@ FIELDS = (
     "http_referer",
     "http_user_agent",
     "http_x_forwarded_for",
+    "request_time",
+    "upstream_response_time",
+    "request_length",
+    "request_id",
+    "host",
 )
 
 
@@ -172,7 +192,7 @@ def line_to_json(line: str) -> tuple[str, str] | None:
 def _record_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) -> tuple[str, str] | None:
     """(hour prefix, JSON object) from a line pattern's groups: keys in schema order, UTF-8
     kept readable, written straight from the strings (the hot path: no dict, no dumps)."""
-    addr, user, time_local, request, method, uri, protocol, status, body, referer, agent, forwarded = groups
+    addr, user, time_local, request, method, uri, protocol, status, body, referer, agent, forwarded = groups[:12]
     instant = utc_instant(time_local)
     if instant is None:
         return None
@@ -191,8 +211,35 @@ def _record_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) ->
         f'"body_bytes_sent":{"null" if body == "-" else body},'
         f'"http_referer":{"null" if referer == "-" else quote(referer)},'
         f'"http_user_agent":{"null" if agent == "-" else quote(agent)},'
-        f'"http_x_forwarded_for":{"null" if forwarded is None or forwarded == "-" else quote(forwarded)}}}'
+        f'"http_x_forwarded_for":{"null" if forwarded is None or forwarded == "-" else quote(forwarded)},'
+        + (_NO_TIMING if groups[12] is None else _timing_json(groups[12:], quote))
     )
+
+
+_NO_TIMING = '"request_time":null,"upstream_response_time":null,"request_length":null,"request_id":null,"host":null}'
+
+
+def _timing_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) -> str:
+    """The main_timed tail's fields, typed: times in seconds (numbers), `-` as null."""
+    request_time, upstream, length, request_id, host = groups
+    return (
+        f'"request_time":{"null" if request_time == "-" else request_time},'
+        f'"upstream_response_time":{upstream_seconds(upstream)},'  # type: ignore[arg-type]
+        f'"request_length":{"null" if length == "-" else length},'
+        f'"request_id":{"null" if request_id == "-" else quote(request_id)},'  # type: ignore[arg-type]
+        f'"host":{"null" if host == "-" else quote(host)}}}'  # type: ignore[arg-type]
+    )
+
+
+def upstream_seconds(value: str) -> str:
+    """$upstream_response_time as one JSON number: the seconds spent on every upstream
+    tried (retries `, ` and internal redirects ` : ` add up), `null` when none was reached."""
+    if value == "-":
+        return "null"
+    if "," not in value and ":" not in value:
+        return value  # one upstream, the usual case: already a JSON number
+    times = [Decimal(part) for part in re.split(r", | : ", value) if part != "-"]
+    return "null" if not times else str(sum(times, Decimal(0)))
 
 
 _quote = '"{}"'.format

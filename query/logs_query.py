@@ -60,6 +60,11 @@ LOG_COLUMNS: dict[str, str] = {
     "http_referer": "VARCHAR",
     "http_user_agent": "VARCHAR",
     "http_x_forwarded_for": "VARCHAR",
+    "request_time": "DOUBLE",  # seconds
+    "upstream_response_time": "DOUBLE",  # seconds
+    "request_length": "BIGINT",
+    "request_id": "VARCHAR",
+    "host": "VARCHAR",
 }
 # The error objects' lines; the arrival time becomes a UTC TIMESTAMP.
 ERROR_COLUMNS: dict[str, str] = {
