@@ -7,7 +7,8 @@
 At 200 req/s the stack writes about 3,600 objects an hour; reading them costs one request
 each. This merges an hour's objects (`YYYY/MM/DD/HH/` and `errors/YYYY/MM/DD/HH/`) into
 one, deterministically (same objects in, same bytes and key out) and idempotently (a
-second run changes nothing), in steps that keep every line visible exactly once to
+second run changes nothing), each request id once (a line fluentd re-sent is dropped:
+docs/request-timing.md), in steps that keep every line visible exactly once to
 query/logs_query.py at every moment, a crash between any two included:
 
 1. write the merged object, named after a hash of its bytes (`..._compacted_<hash>`);
@@ -28,6 +29,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,11 +48,35 @@ class Outcome:
     prefix: str
     merged: int  # objects merged in this run (0: nothing to do)
     deleted: int
+    dropped: int = 0  # re-sent lines (a request id seen before) left out
 
     def __str__(self) -> str:
         if not self.merged and not self.deleted:
             return f"{self.prefix}: unchanged"
-        return f"{self.prefix}: {self.merged} object(s) merged, {self.deleted} deleted"
+        resent = f", {self.dropped} re-sent line(s) dropped" if self.dropped else ""
+        return f"{self.prefix}: {self.merged} object(s) merged, {self.deleted} deleted{resent}"
+
+
+# The record's request id, as the handler writes it. `,"` can only stand outside a JSON
+# string (inside one every `"` is escaped), so no field's text can fake this key.
+_REQUEST_ID = re.compile(rb',"request_id":"([^"\\]+)"')
+
+
+def first_of_each_request(data: bytes) -> bytes:
+    """The JSON Lines without later copies of a request id seen before (fluentd re-sends);
+    lines without an id (combined/main, error lines) are all kept. Same lines in, same out."""
+    if b',"request_id":"' not in data:
+        return data
+    seen: set[bytes] = set()
+    kept = []
+    for line in data.splitlines(keepends=True):
+        match = _REQUEST_ID.search(line)
+        if match is not None:
+            if match[1] in seen:
+                continue
+            seen.add(match[1])
+        kept.append(line)
+    return b"".join(kept)
 
 
 def compacted_key(prefix: str, data: bytes, compression: str) -> str:
@@ -79,7 +105,9 @@ def compact_hour(
                 bodies = list(pool.map(bucket.get, current))
             except Missing as exc:
                 raise Failure(f"{exc} vanished while compacting {prefix}: is another compaction running?") from None
-        data = b"".join(logs_query.plain(body) for body in bodies)
+        joined = b"".join(logs_query.plain(body) for body in bodies)
+        data = first_of_each_request(joined)
+        dropped = joined.count(b"\n") - data.count(b"\n")
         body = gzip.compress(data, mtime=0) if compression == "gzip" else data
         merged = compacted_key(prefix, data, compression)
         extra = {"ContentEncoding": "gzip"} if compression == "gzip" else {}
@@ -94,7 +122,7 @@ def compact_hour(
         )
         done(STEPS[1])
     elif manifest:
-        merged = manifest["object"]
+        merged, dropped = manifest["object"], 0
     else:
         return Outcome(prefix, 0, 0)
     listed = set(keys)
@@ -104,7 +132,7 @@ def compact_hour(
     done(STEPS[2])
     _delete(bucket, stale)
     done(STEPS[3])
-    return Outcome(prefix, len(fresh), len(sources) + len(stale))
+    return Outcome(prefix, len(fresh), len(sources) + len(stale), dropped)
 
 
 def _delete(bucket: Bucket, keys: Sequence[str]) -> None:

@@ -16,7 +16,8 @@ which DuckDB's built-in JSON reader loads. DuckDB never installs or loads extens
 run time, and once the tables are loaded the SQL can reach no file or network.
 
 Compacted hours (query/compact_hours.py) are read through their manifest, so a query
-never sees a line missing or twice, whatever the compaction's progress.
+never sees a line missing or twice, whatever the compaction's progress. Lines that fluentd
+sent twice (same `request_id`) are one row (docs/request-timing.md).
 """
 
 from __future__ import annotations
@@ -320,10 +321,13 @@ def load_tables(con: Any, logs_files: list[str], errors_files: list[str], start:
     con.execute(f"CREATE TABLE errors ({_columns_sql(ERROR_COLUMNS)})")
     if logs_files:
         con.execute(
-            # the SQL is built from this file's constants only; values are parameters
+            # the SQL is built from this file's constants only; values are parameters.
+            # One row per request_id: fluentd re-sends land as second copies (docs/request-timing.md);
+            # rows without an id are all kept.
             f"""INSERT INTO logs SELECT * FROM read_json(?, format = 'newline_delimited',
                 columns = {_struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')
-                WHERE "timestamp" >= ? AND "timestamp" < ?""",  # noqa: S608
+                WHERE "timestamp" >= ? AND "timestamp" < ?
+                QUALIFY request_id IS NULL OR row_number() OVER (PARTITION BY request_id) = 1""",  # noqa: S608
             [logs_files, begin, finish],
         )
     if errors_files:
@@ -442,6 +446,20 @@ SUMMARY: list[tuple[str, str]] = [
         "Top user agents",
         """SELECT coalesce(http_user_agent, '-') AS user_agent, count(*) AS requests
            FROM logs GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5""",
+    ),
+    (
+        "Latency (request_time, seconds)",
+        """SELECT count(request_time) AS timed, round(quantile_cont(request_time, 0.5), 3) AS p50,
+                  round(quantile_cont(request_time, 0.95), 3) AS p95,
+                  round(quantile_cont(request_time, 0.99), 3) AS p99, round(max(request_time), 3) AS max
+           FROM logs HAVING count(request_time) > 0""",
+    ),
+    (
+        "Slowest paths (p95 of request_time, seconds)",
+        """SELECT coalesce(split_part(request_uri, '?', 1), '(no request line)') AS path,
+                  count(request_time) AS timed, round(quantile_cont(request_time, 0.95), 3) AS p95,
+                  round(quantile_cont(upstream_response_time, 0.95), 3) AS upstream_p95
+           FROM logs WHERE request_time IS NOT NULL GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 LIMIT 5""",
     ),
     (
         "Unparsed lines (errors table)",
