@@ -44,7 +44,7 @@ class FaultyKinesis:
             return self.client.put_records(StreamName=StreamName, Records=Records)
         rejected = {0} if len(Records) == 1 else set(range(1, len(Records), 2))
         kept = [record for i, record in enumerate(Records) if i not in rejected]
-        stored = iter(self.client.put_records(StreamName=StreamName, Records=kept)["Records"])
+        stored = iter(self.client.put_records(StreamName=StreamName, Records=kept)["Records"] if kept else [])
         results = [
             {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded for shard"}
             if i in rejected
