@@ -60,9 +60,9 @@ _SECONDS = r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?"
 _UPSTREAM = rf"(?:{_SECONDS}|-)(?:(?:, | : )(?:{_SECONDS}|-))*"
 
 
-def _line_pattern(content: str, quote: str = '"') -> str:
-    """nginx's `combined` format, plus `main`'s optional `"$http_x_forwarded_for"`, plus
-    the optional tail of the stack's `main_timed` format (nginx/templates/default.conf.template):
+def _line_pattern(content: str, quote: str = '"', timed: bool = False) -> str:
+    """nginx's `combined` format, plus `main`'s optional `"$http_x_forwarded_for"`; `timed`:
+    then the tail of the stack's `main_timed` format (nginx/templates/default.conf.template):
     ` rt=$request_time urt="$upstream_response_time" rl=$request_length rid=$request_id host="$host"`.
 
     `content` is what may stand between the quotes of a field, `quote` what a quote is.
@@ -80,24 +80,50 @@ def _line_pattern(content: str, quote: str = '"') -> str:
         + " "
         + quoted  # "$http_user_agent"
         + f"(?: {quoted})?"  # "$http_x_forwarded_for"
-        + f"(?: rt=({_SECONDS}|-) urt={quote}({_UPSTREAM}){quote} rl=(0|[1-9][0-9]*|-)"
-        + rf' rid=([^\s"\\]+) host={quoted})?'  # the main_timed tail
+        + (
+            f" rt=({_SECONDS}|-) urt={quote}({_UPSTREAM}){quote} rl=(0|[1-9][0-9]*|-)"
+            + rf' rid=([^\s"\\]+) host={quoted}'  # the main_timed tail
+            if timed
+            else ""
+        )
     )
 
 
 # A field as nginx (`\xHH`) or Apache (`\"`, `\\`) escapes it: no bare quote inside.
-LINE_RE = re.compile(_line_pattern(r'[^"\\]*(?:\\.[^"\\]*)*'), re.DOTALL)
+_ESCAPED = r'[^"\\]*(?:\\.[^"\\]*)*'
+LINE_RE = re.compile(_line_pattern(_ESCAPED), re.DOTALL)
 # The same for a line without backslashes, where it means `[^"]*`: three times faster in `re`.
 _PLAIN_LINE_RE = re.compile(_line_pattern(r'[^"]*'), re.DOTALL)
+# Each again with the main_timed tail, tried first on lines that hold ` rt=` (a separate
+# pattern keeps combined/main lines as fast as before: no optional tail to try).
+_TIMED_MARK = " rt="
+_TIMED_LINE_RE = re.compile(_line_pattern(_ESCAPED, timed=True), re.DOTALL)
+_PLAIN_TIMED_RE = re.compile(_line_pattern(r'[^"]*', timed=True), re.DOTALL)
 # The same again, read straight from fluentd's JSON `{"message":"<line>"}\n` of such a line,
 # where each of the line's quotes is `\"`: the fields come out as valid JSON already.
 _FLUENTD_HEAD, _FLUENTD_TAIL = '{"message":"', '"}\n'
 _FLUENTD_PLAIN_RE = re.compile(
     re.escape(_FLUENTD_HEAD) + _line_pattern(r'[^"]*', r'\\"') + re.escape(_FLUENTD_TAIL), re.DOTALL
 )
+_FLUENTD_TIMED_RE = re.compile(
+    re.escape(_FLUENTD_HEAD) + _line_pattern(r'[^"]*', r'\\"', timed=True) + re.escape(_FLUENTD_TAIL), re.DOTALL
+)
+
+
+def _fullmatch(text: str, main: re.Pattern[str], timed: re.Pattern[str]) -> re.Match[str] | None:
+    """The line by the main_timed pattern when it may be one, else by combined/main's."""
+    if _TIMED_MARK in text:
+        match = timed.fullmatch(text)
+        if match is not None:
+            return match
+    return main.fullmatch(text)
+
+
 _MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 
-FIELDS = (
+# Every record's keys; a main_timed line's record also has TIMING_FIELDS (the tables read
+# them as null for the others).
+MAIN_FIELDS = (
     "remote_addr",
     "remote_user",
     "time_local",
@@ -111,12 +137,9 @@ FIELDS = (
     "http_referer",
     "http_user_agent",
     "http_x_forwarded_for",
-    "request_time",
-    "upstream_response_time",
-    "request_length",
-    "request_id",
-    "host",
 )
+TIMING_FIELDS = ("request_time", "upstream_response_time", "request_length", "request_id", "host")
+FIELDS = MAIN_FIELDS + TIMING_FIELDS
 
 
 def _utc_hour_start(key: str) -> datetime | None:
@@ -185,7 +208,7 @@ def line_to_json(line: str) -> tuple[str, str] | None:
     a control character; otherwise quoting them is enough.
     """
     plain = "\\" not in line and line.isprintable()
-    match = (_PLAIN_LINE_RE if plain else LINE_RE).fullmatch(line)
+    match = _fullmatch(line, _PLAIN_LINE_RE, _PLAIN_TIMED_RE) if plain else _fullmatch(line, LINE_RE, _TIMED_LINE_RE)
     return None if match is None else _record_json(match.groups(), _quote if plain else encode_basestring)
 
 
@@ -200,6 +223,19 @@ def _record_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) ->
         request_parts = '"request_method":null,"request_uri":null,"server_protocol":null'
     else:
         request_parts = f'"request_method":"{method}","request_uri":{quote(uri)},"server_protocol":"{protocol}"'
+    if len(groups) == 12:  # combined/main: the record as it always was, without the timing keys
+        tail = "}"
+    else:  # times in seconds (JSON numbers as logged), `-` as null
+        request_time, upstream, length, request_id, host = groups[12:]
+        if not upstream.replace(".", "").isdigit():  # type: ignore[union-attr]
+            upstream = upstream_seconds(upstream)  # type: ignore[arg-type]  # `-`, or a list
+        tail = (
+            f',"request_time":{"null" if request_time == "-" else request_time},'
+            f'"upstream_response_time":{upstream},'
+            f'"request_length":{"null" if length == "-" else length},'
+            f'"request_id":{"null" if request_id == "-" else quote(request_id)},'  # type: ignore[arg-type]
+            f'"host":{"null" if host == "-" else quote(host)}}}'  # type: ignore[arg-type]
+        )
     return instant[1], (
         f'{{"remote_addr":"{addr}",'
         f'"remote_user":{"null" if user == "-" else quote(user)},'
@@ -211,23 +247,8 @@ def _record_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) ->
         f'"body_bytes_sent":{"null" if body == "-" else body},'
         f'"http_referer":{"null" if referer == "-" else quote(referer)},'
         f'"http_user_agent":{"null" if agent == "-" else quote(agent)},'
-        f'"http_x_forwarded_for":{"null" if forwarded is None or forwarded == "-" else quote(forwarded)},'
-        + (_NO_TIMING if groups[12] is None else _timing_json(groups[12:], quote))
-    )
-
-
-_NO_TIMING = '"request_time":null,"upstream_response_time":null,"request_length":null,"request_id":null,"host":null}'
-
-
-def _timing_json(groups: tuple[str | None, ...], quote: Callable[[str], str]) -> str:
-    """The main_timed tail's fields, typed: times in seconds (numbers), `-` as null."""
-    request_time, upstream, length, request_id, host = groups
-    return (
-        f'"request_time":{"null" if request_time == "-" else request_time},'
-        f'"upstream_response_time":{upstream_seconds(upstream)},'  # type: ignore[arg-type]
-        f'"request_length":{"null" if length == "-" else length},'
-        f'"request_id":{"null" if request_id == "-" else quote(request_id)},'  # type: ignore[arg-type]
-        f'"host":{"null" if host == "-" else quote(host)}}}'  # type: ignore[arg-type]
+        f'"http_x_forwarded_for":{"null" if forwarded is None or forwarded == "-" else quote(forwarded)}'
+        f"{tail}"
     )
 
 
@@ -237,7 +258,7 @@ def upstream_seconds(value: str) -> str:
     if value == "-":
         return "null"
     if "," not in value and ":" not in value:
-        return value  # one upstream, the usual case: already a JSON number
+        return value  # one upstream: already a JSON number
     times = [Decimal(part) for part in re.split(r", | : ", value) if part != "-"]
     return "null" if not times else str(sum(times, Decimal(0)))
 
@@ -458,7 +479,7 @@ def fluentd_record_json(data: str) -> tuple[str, str] | None:
         return None
     if text.count("\\") != text.count('\\"'):
         return None
-    match = _FLUENTD_PLAIN_RE.fullmatch(text)
+    match = _fullmatch(text, _FLUENTD_PLAIN_RE, _FLUENTD_TIMED_RE)
     return None if match is None else _record_json(match.groups(), _quote)
 
 
