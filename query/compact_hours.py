@@ -36,8 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import logs_query  # beside this file: python3 puts the script's folder on sys.path
-from logs_query import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, Missing
+import bucket_reader  # beside this file: python3 puts the script's folder on sys.path
+from bucket_reader import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, Missing
 
 STEPS = ("merged object written", "manifest written", "sources deleted", "old merged objects deleted")
 
@@ -97,8 +97,8 @@ def compact_hour(
     """Merge one hour prefix (`.../HH/`) in the four steps above; `after_step` sees each."""
     done = after_step or (lambda step: None)
     keys = bucket.list(prefix)
-    manifest = logs_query.read_manifest(bucket, prefix, keys)
-    current = logs_query.objects_to_read(keys, manifest)
+    manifest = bucket_reader.read_manifest(bucket, prefix, keys)
+    current = bucket_reader.objects_to_read(keys, manifest)
     fresh = [key for key in current if not manifest or key != manifest["object"]]
     replaced = sorted(set(manifest["sources"] if manifest else ()) | set(fresh))
     if fresh:
@@ -107,7 +107,7 @@ def compact_hour(
                 bodies = list(pool.map(bucket.get, current))
             except Missing as exc:
                 raise Failure(f"{exc} vanished while compacting {prefix}: is another compaction running?") from None
-        joined = b"".join(logs_query.plain(body) for body in bodies)
+        joined = b"".join(bucket_reader.plain(body) for body in bodies)
         data = first_of_each_request(joined)
         dropped = joined.count(b"\n") - data.count(b"\n")
         body = gzip.compress(data, mtime=0) if compression == "gzip" else data
@@ -158,7 +158,7 @@ def closed_hours(start: datetime, end: datetime, now: datetime, settle: timedelt
     """Hour prefixes (records and errors) in [start, end) that ended at least `settle` ago."""
     hours = [
         hour
-        for hour in logs_query.hour_prefixes(start, end)
+        for hour in bucket_reader.hour_prefixes(start, end)
         if datetime.strptime(hour, "%Y/%m/%d/%H").replace(tzinfo=UTC) + timedelta(hours=1) + settle <= now
     ]
     return [p for hour in hours for p in (f"{hour}/", f"{ERROR_PREFIX}{hour}/")]
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="compact_hours.py", description="Merge each closed hour's objects into one (safe to rerun)."
     )
-    logs_query.add_target_arguments(parser)
+    bucket_reader.add_target_arguments(parser)
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--since", default=None, help="hours of this long back from now (default 24h)")
     when.add_argument("--from", dest="start", help="range start, ISO 8601")
@@ -187,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         now = datetime.now(UTC)
-        start, end = logs_query.time_range(args.since or ("24h" if not args.start else None), args.start, args.end, now)
-        prefixes = closed_hours(start, end, now, logs_query.parse_duration(args.settle))
+        since = args.since or ("24h" if not args.start else None)
+        start, end = bucket_reader.time_range(since, args.start, args.end, now)
+        prefixes = closed_hours(start, end, now, bucket_reader.parse_duration(args.settle))
     except ValueError as exc:
         parser.error(str(exc))
     try:
         endpoint = None if args.aws else args.endpoint_url
-        bucket = Bucket(logs_query.s3_client(endpoint, args.region, args.workers), args.bucket)
+        bucket = Bucket(bucket_reader.s3_client(endpoint, args.region, args.workers), args.bucket)
         began = time.perf_counter()
         compression = "" if args.compression == "none" else args.compression
         for prefix in prefixes:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"compact_hours: error: {logs_query.describe(exc, args.bucket)}", file=sys.stderr)
+        print(f"compact_hours: error: {bucket_reader.describe(exc, args.bucket)}", file=sys.stderr)
         return 1
 
 

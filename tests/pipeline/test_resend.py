@@ -20,6 +20,7 @@ from support.nginx import raw_request
 from support.query_data import QUERY
 
 sys.path.insert(0, str(QUERY))
+import bucket_reader
 import compact_hours
 import logs_query
 
@@ -91,8 +92,8 @@ def test_resent_lines_land_twice_and_are_counted_once(start_pipeline, output):
     assert sum(o.dropped for o in outcomes) == duplicated
     compacted = Counter()
     for hour in hours:
-        manifest = logs_query.read_manifest(bucket, hour, bucket.list(hour))
-        body = logs_query.plain(bucket.get(manifest["object"]))
+        manifest = bucket_reader.read_manifest(bucket, hour, bucket.list(hour))
+        body = bucket_reader.plain(bucket.get(manifest["object"]))
         compacted.update(json.loads(line)["request_id"] for line in body.splitlines())
     assert compacted == Counter(ids.keys())
     assert json.loads(query(bucket, start, end, sql)) == {"n": REQUESTS, "ids": REQUESTS, "uris": REQUESTS}

@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import bucket_reader
 import compact_hours
 import logs_query
 import pytest
@@ -84,8 +85,8 @@ def test_late_objects_are_read_beside_the_merged_one_then_merged(aws, hour, writ
 
 def merged_lines(bucket: logs_query.Bucket, prefix: str) -> list[dict]:
     """The records of the hour's merged object, read raw (not through the query tool)."""
-    manifest = logs_query.read_manifest(bucket, prefix, bucket.list(prefix))
-    return [json.loads(line) for line in logs_query.plain(bucket.get(manifest["object"])).splitlines()]
+    manifest = bucket_reader.read_manifest(bucket, prefix, bucket.list(prefix))
+    return [json.loads(line) for line in bucket_reader.plain(bucket.get(manifest["object"])).splitlines()]
 
 
 def test_a_compacted_hour_holds_each_request_id_once(aws, writer):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import bucket_reader
 import logs_query
 import pytest
 from support.query_data import QUERY, nginx_line, timed_line
@@ -254,7 +255,7 @@ def test_sql_cannot_reach_files_network_or_extensions():
 
 
 def test_hour_prefixes_cover_the_range_across_days():
-    start, end = logs_query.time_range(None, "2026-12-31T23:30+01:00", "2027-01-01T01:00Z")
+    start, end = bucket_reader.time_range(None, "2026-12-31T23:30+01:00", "2027-01-01T01:00Z")
     assert start == datetime(2026, 12, 31, 22, 30, tzinfo=UTC)
-    assert logs_query.hour_prefixes(start, end) == ["2026/12/31/22", "2026/12/31/23", "2027/01/01/00"]
-    assert logs_query.parse_duration("1h30m") == timedelta(minutes=90)
+    assert bucket_reader.hour_prefixes(start, end) == ["2026/12/31/22", "2026/12/31/23", "2027/01/01/00"]
+    assert bucket_reader.parse_duration("1h30m") == timedelta(minutes=90)
