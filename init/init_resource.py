@@ -36,6 +36,8 @@ import glue_catalog  # beside this file: the Athena table (--aws)
 
 HERE = Path(__file__).resolve().parent
 HANDLER_FILE = HERE / "kinesis_event_to_s3.py"
+# The function's package: the handler and the bucket layout it shares with the host tools.
+PACKAGE_FILES = (HANDLER_FILE, HERE / "bucket_layout.py")
 DEFAULT_ENDPOINT = "http://localhost:4566"
 LAMBDA_RUNTIME = "python3.12"
 LAMBDA_HANDLER = "kinesis_event_to_s3.handler"
@@ -125,14 +127,15 @@ class Report:
 # --- pure pieces: what the resources should be ---------------------------------------
 
 
-def function_zip(source: Path = HANDLER_FILE) -> bytes:
-    """The deployment package, built in memory: the same bytes for the same source."""
+def function_zip(sources: tuple[Path, ...] = PACKAGE_FILES) -> bytes:
+    """The deployment package, built in memory: the same bytes for the same sources."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
-        archive.writestr(info, source.read_bytes())
+        for source in sources:
+            info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, source.read_bytes())
     return buffer.getvalue()
 
 

@@ -16,7 +16,7 @@ Delivery is at least once, so object keys are derived from the batch alone (arri
 time, shard and sequence number of the object's first record): a re-delivered batch
 rewrites the same keys with the same bytes, and two different batches never share one.
 
-The file is deployed on its own (standard library + the runtime's boto3): no endpoint
+It is deployed with bucket_layout.py (standard library + the runtime's boto3): no endpoint
 logic here, boto3 reads `AWS_ENDPOINT_URL`, which LocalStack injects into the function.
 """
 
@@ -40,12 +40,10 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+from bucket_layout import ERROR_PREFIX, RECORD_NAME, drain_ack_key  # beside this file, in the same package
 
 BUCKET_NAME = os.environ.get("BUCKET_NAME", "nginx-accesslog")
 COMPRESSION = os.environ.get("COMPRESSION", "").strip().lower()
-KEY_PREFIX = "nginx_access_log"
-ERROR_PREFIX = "errors/"
-DRAIN_PREFIX = "_pipeline/drain/"  # control objects: `_` keeps them out of Athena and the mirror
 
 s3 = boto3.client("s3")  # created once per execution environment, reused by every call
 
@@ -527,7 +525,7 @@ def object_key(prefix_hour: str, arrival: datetime, shard_id: str, sequence_numb
     """
     stamp = arrival.strftime("%Y%m%dT%H%M%S") + f"{arrival.microsecond // 1000:03d}Z"
     extension = ".json.gz" if compression == "gzip" else ".json"
-    return f"{prefix_hour}/{KEY_PREFIX}_{stamp}_{shard_id}_{sequence_number}{extension}"
+    return f"{prefix_hour}/{RECORD_NAME}_{stamp}_{shard_id}_{sequence_number}{extension}"
 
 
 def _shard_id(event_record: dict[str, Any]) -> str:
@@ -586,7 +584,7 @@ def drain_ack(marker: DrainMarker, event_record: dict[str, Any]) -> S3Object:
     shard_id = _shard_id(event_record)
     sequence_number = event_record["kinesis"]["sequenceNumber"]
     line = json.dumps({"drain": marker.drain_id, "shardId": shard_id, "sequenceNumber": sequence_number})
-    return S3Object(f"{DRAIN_PREFIX}{marker.drain_id}/{shard_id}.json", [line], [sequence_number])
+    return S3Object(drain_ack_key(marker.drain_id, shard_id), [line], [sequence_number])
 
 
 def record_results(data: str) -> Iterator[tuple[str, str] | Problem | DrainMarker]:

@@ -36,12 +36,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import init_resource  # beside this file: the same flags, endpoint and error wording
+from bucket_layout import CONTROL_PREFIX, DRAIN_PREFIX, drain_ack_key  # where the function writes
 from init_resource import Failure  # an error reported as one line
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-CONTROL_PREFIX = "_pipeline/"  # the function's control objects: not log data
-DRAIN_PREFIX = CONTROL_PREFIX + "drain/"
 PROGRESS_EVERY = 5.0  # seconds between drain's progress lines
 DRAIN_STAMP = re.compile(r"\d{8}T\d{6}Z")  # how a drain id starts: when it was made
 
@@ -99,8 +98,8 @@ def drain_id(now: datetime) -> str:
 
 
 def ack_key(drain: str, shard_id: str) -> str:
-    """Where the function acknowledges a marker (kinesis_event_to_s3.drain_ack)."""
-    return f"{DRAIN_PREFIX}{drain}/{shard_id}.json"
+    """Where the function acknowledges a marker (the same key as kinesis_event_to_s3.drain_ack)."""
+    return drain_ack_key(drain, shard_id)
 
 
 def marker_data(drain: str) -> bytes:

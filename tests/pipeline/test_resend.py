@@ -67,7 +67,11 @@ def test_resent_lines_land_twice_and_are_counted_once(start_pipeline, output):
     assert wait_until(lambda: faulty.calls >= len(PLAN) or not sender.is_alive(), 60, interval=0.05)
     assert sender.is_alive(), "the planned faults did not all happen while nginx was serving"
     sender.join()
-    assert wait_until(lambda: len({r["request_id"] for _, r in pipeline.records()}) >= REQUESTS, 120, interval=0.5)
+    landed = lambda: len({r["request_id"] for _, r in pipeline.records()})  # noqa: E731
+    assert wait_until(lambda: landed() >= REQUESTS, 240, interval=0.5), (
+        f"{landed()} of {REQUESTS} requests in S3; shipper: {shipper.shipped} lines stored, "
+        f"{shipper.chunk_retries} chunks re-sent; {len(pipeline.invocations())} invocations"
+    )
     pipeline.settle()
     end = datetime.now(UTC) + timedelta(minutes=1)
     # then the bucket holds every request, some of them twice (fluentd re-sent their chunk)

@@ -51,11 +51,17 @@ def load_deployed_handler(package: bytes, environment: dict[str, str], workdir: 
     module = importlib.util.module_from_spec(spec)
     saved_env = {key: os.environ.get(key) for key in environment}
     saved_module = sys.modules.get(name)
+    saved_layout = sys.modules.pop("bucket_layout", None)  # the package's own copy, not init/'s
     os.environ.update(environment)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
+    sys.path.insert(0, str(zip_path))  # the package's other modules, as Lambda's task root
     try:
         spec.loader.exec_module(module)
     finally:
+        sys.path.remove(str(zip_path))
+        sys.modules.pop("bucket_layout", None)
+        if saved_layout is not None:
+            sys.modules["bucket_layout"] = saved_layout
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
