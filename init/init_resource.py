@@ -36,8 +36,9 @@ import glue_catalog  # beside this file: the Athena table (--aws)
 
 HERE = Path(__file__).resolve().parent
 HANDLER_FILE = HERE / "kinesis_event_to_s3.py"
-# The function's package: the handler and the bucket layout it shares with the host tools.
-PACKAGE_FILES = (HANDLER_FILE, HERE / "bucket_layout.py")
+# The function's package: the handler, its parts, and the bucket layout it shares with the host tools.
+PACKAGE_PARTS = ("access_line", "envelopes", "batching", "bucket_layout")
+PACKAGE_FILES = (HANDLER_FILE, *(HERE / f"{part}.py" for part in PACKAGE_PARTS))
 DEFAULT_ENDPOINT = "http://localhost:4566"
 LAMBDA_RUNTIME = "python3.12"
 LAMBDA_HANDLER = "kinesis_event_to_s3.handler"

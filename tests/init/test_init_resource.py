@@ -388,15 +388,18 @@ def test_package_is_reproducible_and_holds_the_handler_and_what_it_imports():
     first, second = init_resource.function_zip(), init_resource.function_zip()
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
-        assert archive.namelist() == ["kinesis_event_to_s3.py", "bucket_layout.py"]
+        assert archive.namelist()[0] == "kinesis_event_to_s3.py"
+        assert archive.namelist() == [source.name for source in init_resource.PACKAGE_FILES]
         for source in init_resource.PACKAGE_FILES:
             assert archive.read(source.name) == source.read_bytes()
-    # every module of this folder that the handler imports is in the package
-    tree = ast.parse(init_resource.HANDLER_FILE.read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    # every module of this folder that a packaged module imports is in the package
     local = {path.stem for path in init_resource.HERE.glob("*.py")}
-    assert imported & local == {"bucket_layout"}
+    packaged = {source.stem for source in init_resource.PACKAGE_FILES}
+    for source in init_resource.PACKAGE_FILES:
+        tree = ast.parse(source.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert imported & local <= packaged, (source.name, imported & local - packaged)
 
 
 def test_script_is_valid_python_3_9():
