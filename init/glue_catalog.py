@@ -36,6 +36,11 @@ COLUMNS = [
     ("http_referer", "string", ""),
     ("http_user_agent", "string", ""),
     ("http_x_forwarded_for", "string", ""),
+    ("request_time", "double", "seconds; null for lines without the main_timed fields"),
+    ("upstream_response_time", "double", "seconds, summed over every upstream tried; null for none"),
+    ("request_length", "bigint", "bytes"),
+    ("request_id", "string", "nginx $request_id: a re-sent line repeats it (count distinct)"),
+    ("host", "string", ""),
 ]
 
 

@@ -38,6 +38,9 @@ from pipeline_target import DEFAULT_ENDPOINT, DEFAULTS, Failure, describe, error
 
 HERE = Path(__file__).resolve().parent
 HANDLER_FILE = HERE / "kinesis_event_to_s3.py"
+# The function's package: the handler, its parts, and the bucket layout it shares with the host tools.
+PACKAGE_PARTS = ("access_line", "envelopes", "batching", "bucket_layout")
+PACKAGE_FILES = (HANDLER_FILE, *(HERE / f"{part}.py" for part in PACKAGE_PARTS))
 LAMBDA_RUNTIME = "python3.12"
 LAMBDA_HANDLER = "kinesis_event_to_s3.handler"
 LAMBDA_TIMEOUT = 60  # seconds: a 1,000-record batch takes well under one
@@ -119,14 +122,15 @@ class Report:
 # --- pure pieces: what the resources should be ---------------------------------------
 
 
-def function_zip(source: Path = HANDLER_FILE) -> bytes:
-    """The deployment package, built in memory: the same bytes for the same source."""
+def function_zip(sources: tuple[Path, ...] = PACKAGE_FILES) -> bytes:
+    """The deployment package, built in memory: the same bytes for the same sources."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
-        archive.writestr(info, source.read_bytes())
+        for source in sources:
+            info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, source.read_bytes())
     return buffer.getvalue()
 
 

@@ -35,11 +35,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pipeline_target  # beside this file: the names' defaults, flags, clients, error wording
+from bucket_layout import CONTROL_PREFIX, DRAIN_PREFIX, drain_ack_key  # where the function writes
 from pipeline_target import Failure, describe, duration, error_code, positive_seconds
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+; host tools run on 3.9+
-CONTROL_PREFIX = "_pipeline/"  # the function's control objects: not log data
-DRAIN_PREFIX = CONTROL_PREFIX + "drain/"
 PROGRESS_EVERY = 5.0  # seconds between drain's progress lines
 DRAIN_STAMP = re.compile(r"\d{8}T\d{6}Z")  # how a drain id starts: when it was made
 
@@ -78,8 +77,8 @@ def drain_id(now: datetime) -> str:
 
 
 def ack_key(drain: str, shard_id: str) -> str:
-    """Where the function acknowledges a marker (kinesis_event_to_s3.drain_ack)."""
-    return f"{DRAIN_PREFIX}{drain}/{shard_id}.json"
+    """Where the function acknowledges a marker (the same key as kinesis_event_to_s3.drain_ack)."""
+    return drain_ack_key(drain, shard_id)
 
 
 def marker_data(drain: str) -> bytes:

@@ -8,7 +8,8 @@ The stack writes one object per poll that finds records: about 13,000-16,000 obj
 hour under traffic (docs/performance.md); reading them costs one request each. This
 merges an hour's objects (`YYYY/MM/DD/HH/` and `errors/YYYY/MM/DD/HH/`) into
 one, deterministically (same objects in, same bytes and key out) and idempotently (a
-second run changes nothing), in steps that keep every line visible exactly once to
+second run changes nothing), each request id once (a line fluentd re-sent is dropped:
+docs/request-timing.md), in steps that keep every line visible exactly once to
 query/logs_query.py at every moment, a crash between any two included:
 
 1. write the merged object, named after a hash of its bytes (`..._compacted_<hash>`);
@@ -36,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import logs_query  # beside this file: python3 puts the script's folder on sys.path
-from logs_query import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, Missing
+import bucket_reader  # beside this file: python3 puts the script's folder on sys.path
+from bucket_reader import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, Missing
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+; the tools run on 3.9+
 STEPS = ("merged object written", "manifest written", "sources deleted", "old merged objects deleted")
@@ -48,11 +49,38 @@ class Outcome:
     prefix: str
     merged: int  # objects merged in this run (0: nothing to do)
     deleted: int
+    dropped: int = 0  # re-sent lines (a request id seen before) left out
 
     def __str__(self) -> str:
         if not self.merged and not self.deleted:
             return f"{self.prefix}: unchanged"
-        return f"{self.prefix}: {self.merged} object(s) merged, {self.deleted} deleted"
+        resent = f", {self.dropped} re-sent line(s) dropped" if self.dropped else ""
+        return f"{self.prefix}: {self.merged} object(s) merged, {self.deleted} deleted{resent}"
+
+
+# The record's request id, as the handler writes it (no `"` or `\` in it). `,"` can only
+# stand outside a JSON string (inside one every `"` is escaped): no field's text fakes it.
+_REQUEST_ID = b',"request_id":"'
+
+
+def first_of_each_request(data: bytes) -> bytes:
+    """The JSON Lines without later copies of a request id seen before (fluentd re-sends);
+    lines without an id (combined/main, error lines) are all kept. Same lines in, same out."""
+    if _REQUEST_ID not in data:
+        return data
+    seen: set[bytes] = set()
+    kept = []
+    for line in data.splitlines(keepends=True):
+        at = line.find(_REQUEST_ID)
+        if at >= 0:
+            start = at + len(_REQUEST_ID)
+            request_id = line[start : line.find(b'"', start)]
+            if b"\\" not in request_id:
+                if request_id in seen:
+                    continue
+                seen.add(request_id)
+        kept.append(line)
+    return b"".join(kept)
 
 
 def compacted_key(prefix: str, data: bytes, compression: str) -> str:
@@ -71,8 +99,8 @@ def compact_hour(
     """Merge one hour prefix (`.../HH/`) in the four steps above; `after_step` sees each."""
     done = after_step or (lambda step: None)
     keys = bucket.list(prefix)
-    manifest = logs_query.read_manifest(bucket, prefix, keys)
-    current = logs_query.objects_to_read(keys, manifest)
+    manifest = bucket_reader.read_manifest(bucket, prefix, keys)
+    current = bucket_reader.objects_to_read(keys, manifest)
     fresh = [key for key in current if not manifest or key != manifest["object"]]
     replaced = sorted(set(manifest["sources"] if manifest else ()) | set(fresh))
     if fresh:
@@ -81,7 +109,9 @@ def compact_hour(
                 bodies = list(pool.map(bucket.get, current))
             except Missing as exc:
                 raise Failure(f"{exc} vanished while compacting {prefix}: is another compaction running?") from None
-        data = b"".join(logs_query.plain(body) for body in bodies)
+        joined = b"".join(bucket_reader.plain(body) for body in bodies)
+        data = first_of_each_request(joined)
+        dropped = joined.count(b"\n") - data.count(b"\n")
         body = gzip.compress(data, mtime=0) if compression == "gzip" else data
         merged = compacted_key(prefix, data, compression)
         extra = {"ContentEncoding": "gzip"} if compression == "gzip" else {}
@@ -96,7 +126,7 @@ def compact_hour(
         )
         done(STEPS[1])
     elif manifest:
-        merged = manifest["object"]
+        merged, dropped = manifest["object"], 0
     else:
         return Outcome(prefix, 0, 0)
     listed = set(keys)
@@ -106,7 +136,7 @@ def compact_hour(
     done(STEPS[2])
     _delete(bucket, stale)
     done(STEPS[3])
-    return Outcome(prefix, len(fresh), len(sources) + len(stale))
+    return Outcome(prefix, len(fresh), len(sources) + len(stale), dropped)
 
 
 def _delete(bucket: Bucket, keys: Sequence[str]) -> None:
@@ -130,7 +160,7 @@ def closed_hours(start: datetime, end: datetime, now: datetime, settle: timedelt
     """Hour prefixes (records and errors) in [start, end) that ended at least `settle` ago."""
     hours = [
         hour
-        for hour in logs_query.hour_prefixes(start, end)
+        for hour in bucket_reader.hour_prefixes(start, end)
         if datetime.strptime(hour, "%Y/%m/%d/%H").replace(tzinfo=UTC) + timedelta(hours=1) + settle <= now
     ]
     return [p for hour in hours for p in (f"{hour}/", f"{ERROR_PREFIX}{hour}/")]
@@ -140,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="compact_hours.py", description="Merge each closed hour's objects into one (safe to rerun)."
     )
-    logs_query.add_target_arguments(parser)
+    bucket_reader.add_target_arguments(parser)
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--since", default=None, help="hours of this long back from now (default 24h)")
     when.add_argument("--from", dest="start", help="range start, ISO 8601")
@@ -159,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         now = datetime.now(UTC)
-        start, end = logs_query.time_range(args.since or ("24h" if not args.start else None), args.start, args.end, now)
-        prefixes = closed_hours(start, end, now, logs_query.parse_duration(args.settle))
+        since = args.since or ("24h" if not args.start else None)
+        start, end = bucket_reader.time_range(since, args.start, args.end, now)
+        prefixes = closed_hours(start, end, now, bucket_reader.parse_duration(args.settle))
     except ValueError as exc:
         parser.error(str(exc))
     try:
         endpoint = None if args.aws else args.endpoint_url
-        bucket = Bucket(logs_query.s3_client(endpoint, args.region, args.workers), args.bucket)
+        bucket = Bucket(bucket_reader.s3_client(endpoint, args.region, args.workers), args.bucket)
         began = time.perf_counter()
         compression = "" if args.compression == "none" else args.compression
         for prefix in prefixes:
@@ -180,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"compact_hours: error: {logs_query.describe(exc, args.bucket)}", file=sys.stderr)
+        print(f"compact_hours: error: {bucket_reader.describe(exc, args.bucket)}", file=sys.stderr)
         return 1
 
 

@@ -16,37 +16,38 @@ which DuckDB's built-in JSON reader loads. DuckDB never installs or loads extens
 run time, and once the tables are loaded the SQL can reach no file or network.
 
 Compacted hours (query/compact_hours.py) are read through their manifest, so a query
-never sees a line missing or twice, whatever the compaction's progress.
+never sees a line missing or twice, whatever the compaction's progress. Lines that fluentd
+sent twice (same `request_id`) are one row (docs/request-timing.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import gzip
 import json
-import os
-import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
-UTC = timezone.utc  # datetime.UTC is Python 3.11+; the tools run on 3.9+
-DEFAULT_ENDPOINT = "http://localhost:4566"
-ERROR_PREFIX = "errors/"
-# Written by query/compact_hours.py inside an hour prefix: names the compacted object and
-# the objects it replaces. The leading underscore hides it from Athena and Hive.
-MANIFEST_NAME = "_compaction.json"
-COMPACTED_MARK = "_compacted_"
+from bucket_reader import (  # beside this file: python3 puts the script's folder on sys.path
+    ERROR_PREFIX,
+    Bucket,
+    Failure,
+    Fetched,
+    Sink,
+    add_target_arguments,
+    describe,
+    fetch_prefixes,
+    hour_prefixes,
+    s3_client,
+    time_range,
+)
 
-# The record schema (init/kinesis_event_to_s3.py FIELDS) with DuckDB types.
 LOG_COLUMNS: dict[str, str] = {
     "remote_addr": "VARCHAR",
     "remote_user": "VARCHAR",
@@ -61,6 +62,11 @@ LOG_COLUMNS: dict[str, str] = {
     "http_referer": "VARCHAR",
     "http_user_agent": "VARCHAR",
     "http_x_forwarded_for": "VARCHAR",
+    "request_time": "DOUBLE",  # seconds
+    "upstream_response_time": "DOUBLE",  # seconds
+    "request_length": "BIGINT",
+    "request_id": "VARCHAR",
+    "host": "VARCHAR",
 }
 # The error objects' lines; the arrival time becomes a UTC TIMESTAMP.
 ERROR_COLUMNS: dict[str, str] = {
@@ -72,212 +78,6 @@ ERROR_COLUMNS: dict[str, str] = {
     "partitionKey": "VARCHAR",
     "approximateArrivalTimestamp": "TIMESTAMP",
 }
-
-
-class Failure(Exception):
-    """An error to report as one line, without a traceback."""
-
-
-# --- time ranges and hour prefixes: pure --------------------------------------------
-
-_DURATION = re.compile(r"([0-9]+)\s*([smhd])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90s`, `15m`, `1h`, `2d`, `1h30m` -> a positive timedelta."""
-    compact = text.strip().lower()
-    parts = _DURATION.findall(compact)
-    if not parts or _DURATION.sub("", compact).strip():
-        raise ValueError(f"not a duration: {text!r} (examples: 15m, 1h, 2d, 1h30m)")
-    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ValueError(f"not a duration above zero: {text!r}")
-    return timedelta(seconds=seconds)
-
-
-def parse_instant(text: str) -> datetime:
-    """ISO 8601 (`2026-11-26T17:00`, `2026-11-26 17:00:00Z`, `2026-11-26`, with an offset
-    or without: then UTC) -> an aware datetime in UTC."""
-    cleaned = text.strip()
-    if cleaned.endswith(("Z", "z")):
-        cleaned = cleaned[:-1] + "+00:00"
-    try:
-        value = datetime.fromisoformat(cleaned)
-    except ValueError:
-        raise ValueError(f"not a date and time: {text!r} (example: 2026-11-26T17:00Z)") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def time_range(
-    since: str | None, start: str | None, end: str | None, now: datetime | None = None
-) -> tuple[datetime, datetime]:
-    """[start, end) in UTC: `--from/--to`, or `--since` back from now; default the last hour."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    end_at = parse_instant(end) if end else now
-    start_at = parse_instant(start) if start else end_at - parse_duration(since or "1h")
-    if start_at >= end_at:
-        raise ValueError(
-            f"empty range: --from {start_at:%Y-%m-%dT%H:%M:%SZ} is not before --to {end_at:%Y-%m-%dT%H:%M:%SZ}"
-        )
-    return start_at, end_at
-
-
-MAX_HOURS = 24 * 366
-
-
-def hour_prefixes(start: datetime, end: datetime) -> list[str]:
-    """The `YYYY/MM/DD/HH` prefixes of every UTC hour that overlaps [start, end)."""
-    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    prefixes = []
-    while hour < end:
-        prefixes.append(hour.strftime("%Y/%m/%d/%H"))
-        hour += timedelta(hours=1)
-    if len(prefixes) > MAX_HOURS:
-        raise ValueError(f"the range spans {len(prefixes)} hours; at most {MAX_HOURS} (a year)")
-    return prefixes
-
-
-# --- reading the bucket --------------------------------------------------------------
-
-
-class Missing(Exception):
-    """An object vanished between listing and reading it (a compaction ran meanwhile)."""
-
-
-class Bucket:
-    """The bucket through boto3: list a prefix, get an object's bytes."""
-
-    def __init__(self, client: Any, name: str) -> None:
-        self.client = client
-        self.name = name
-
-    def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        return keys
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
-        except self.client.exceptions.NoSuchKey:
-            raise Missing(key) from None
-
-
-def plain(body: bytes) -> bytes:
-    """An object's JSON Lines, gunzipped when it is gzip (by its bytes, not its name)."""
-    if body[:2] == GZIP_MAGIC:
-        body = gzip.decompress(body)
-    if body and not body.endswith(b"\n"):
-        body += b"\n"
-    return body
-
-
-GZIP_MAGIC = b"\x1f\x8b"
-# A gzip member holding one newline: after each gzip object, so the last line of one
-# object never runs into the first of the next (concatenated members are one stream).
-GZIP_NEWLINE = gzip.compress(b"\n", mtime=0)
-
-
-@dataclass
-class Sink:
-    """Where fetched lines go: plain objects to one file, gzip objects (still compressed,
-    DuckDB inflates them faster than Python) to another."""
-
-    plain: BinaryIO
-    gzip: BinaryIO
-
-    def write(self, body: bytes) -> int:
-        if body[:2] == GZIP_MAGIC:
-            self.gzip.write(body)
-            self.gzip.write(GZIP_NEWLINE)
-        else:
-            self.plain.write(body)
-            if body and not body.endswith(b"\n"):
-                self.plain.write(b"\n")
-        return len(body)
-
-
-def objects_to_read(keys: Iterable[str], manifest: dict[str, Any] | None) -> list[str]:
-    """Which listed keys of one hour hold its lines, given its compaction manifest (if any).
-
-    The manifest's object replaces its sources; other compacted objects are leftovers of an
-    earlier or unfinished run and are skipped; everything else arrived after the compaction.
-    """
-    replaced = set(manifest["sources"]) if manifest else set()
-    wanted = [manifest["object"]] if manifest else []
-    for key in sorted(keys):
-        name = key.rsplit("/", 1)[-1]
-        if name.startswith(("_", ".")) or COMPACTED_MARK in name or key in replaced:
-            continue
-        wanted.append(key)
-    return wanted
-
-
-def read_manifest(bucket: Bucket, prefix: str, keys: Sequence[str]) -> dict[str, Any] | None:
-    key = prefix + MANIFEST_NAME
-    if key not in keys:
-        return None
-    try:
-        manifest = json.loads(bucket.get(key))
-    except Missing:
-        return None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("object"), str):
-        raise Failure(f"s3://{bucket.name}/{key} is not a compaction manifest")
-    return manifest
-
-
-@dataclass
-class Fetched:
-    """What a fetch read: counts for the user, and where the lines went."""
-
-    objects: int = 0
-    bytes: int = 0
-    prefixes: int = 0
-    seconds: float = 0.0
-    retried_hours: list[str] = field(default_factory=list)
-
-
-def fetch_prefixes(
-    bucket: Bucket, prefixes: Sequence[str], sink: Sink, workers: int = 16, attempts: int = 5
-) -> Fetched:
-    """Write the JSON Lines of every object under `prefixes` (each `.../HH/`) to `sink`.
-
-    Lists the hours in parallel, then gets their objects in parallel. An hour is written
-    only once all of its objects were read; if one vanished meanwhile (a compaction
-    deleted it after writing its replacement), that hour is listed and read again.
-    """
-    started = time.perf_counter()
-    fetched = Fetched(prefixes=len(prefixes))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = list(prefixes)
-        for attempt in range(attempts):
-            listings = list(pool.map(bucket.list, pending))
-            manifests = list(pool.map(lambda p, k: read_manifest(bucket, p, k), pending, listings))
-            plans = {p: objects_to_read(k, m) for p, k, m in zip(pending, listings, manifests)}
-            futures = {p: [pool.submit(bucket.get, key) for key in keys] for p, keys in plans.items()}
-            again = []
-            for prefix, hour in futures.items():
-                try:
-                    bodies = [future.result() for future in hour]
-                except Missing:
-                    again.append(prefix)
-                    continue
-                for body in bodies:
-                    fetched.bytes += sink.write(body)
-                fetched.objects += len(bodies)
-            fetched.retried_hours.extend(again)
-            pending = again
-            if not pending:
-                break
-            time.sleep(0.05 * (attempt + 1))
-        if pending:
-            raise Failure(f"objects kept vanishing while reading hours {', '.join(pending)}; try again")
-    fetched.seconds = time.perf_counter() - started
-    return fetched
 
 
 # --- DuckDB --------------------------------------------------------------------------
@@ -308,18 +108,23 @@ def _struct_sql(columns: dict[str, str], overrides: dict[str, str]) -> str:
     return "{" + items + "}"
 
 
-def load_tables(con: Any, logs_files: list[str], errors_files: list[str], start: datetime, end: datetime) -> None:
+def load_tables(
+    con: Any, logs_files: list[str], errors_files: list[str], start: datetime, end: datetime, dedupe: bool = True
+) -> None:
     """Create the typed tables `logs` and `errors` from the fetched lines of [start, end),
-    then shut DuckDB off from files and settings: the user's SQL sees only the tables."""
+    then shut DuckDB off from files and settings: the user's SQL sees only the tables.
+    `dedupe=False` keeps re-sent copies (bench/query_bench.py measures what dropping costs)."""
     begin, finish = start.replace(tzinfo=None), end.replace(tzinfo=None)
     con.execute(f"CREATE TABLE logs ({_columns_sql(LOG_COLUMNS)})")
     con.execute(f"CREATE TABLE errors ({_columns_sql(ERROR_COLUMNS)})")
     if logs_files:
         con.execute(
-            # the SQL is built from this file's constants only; values are parameters
+            # the SQL is built from this file's constants only; values are parameters.
+            # One row per request_id: fluentd re-sends land as second copies (docs/request-timing.md);
+            # rows without an id are all kept.
             f"""INSERT INTO logs SELECT * FROM read_json(?, format = 'newline_delimited',
                 columns = {_struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')
-                WHERE "timestamp" >= ? AND "timestamp" < ?""",  # noqa: S608
+                WHERE "timestamp" >= ? AND "timestamp" < ?{_ONE_PER_REQUEST if dedupe else ""}""",  # noqa: S608
             [logs_files, begin, finish],
         )
     if errors_files:
@@ -335,6 +140,9 @@ def load_tables(con: Any, logs_files: list[str], errors_files: list[str], start:
         )
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+_ONE_PER_REQUEST = "\n                QUALIFY request_id IS NULL OR row_number() OVER (PARTITION BY request_id) = 1"
 
 
 def run_sql(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -440,6 +248,20 @@ SUMMARY: list[tuple[str, str]] = [
            FROM logs GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5""",
     ),
     (
+        "Latency (request_time, seconds)",
+        """SELECT count(request_time) AS timed, round(quantile_cont(request_time, 0.5), 3) AS p50,
+                  round(quantile_cont(request_time, 0.95), 3) AS p95,
+                  round(quantile_cont(request_time, 0.99), 3) AS p99, round(max(request_time), 3) AS max
+           FROM logs HAVING count(request_time) > 0""",
+    ),
+    (
+        "Slowest paths (p95 of request_time, seconds)",
+        """SELECT coalesce(split_part(request_uri, '?', 1), '(no request line)') AS path,
+                  count(request_time) AS timed, round(quantile_cont(request_time, 0.95), 3) AS p95,
+                  round(quantile_cont(upstream_response_time, 0.95), 3) AS upstream_p95
+           FROM logs WHERE request_time IS NOT NULL GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 LIMIT 5""",
+    ),
+    (
         "Unparsed lines (errors table)",
         """SELECT "errorCode" AS error, count(*) AS lines FROM errors GROUP BY 1 ORDER BY 2 DESC, 1""",
     ),
@@ -484,54 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_target_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no note on stderr about what was read")
     return parser
-
-
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where the bucket is: the flags this tool shares with compact_hours.py."""
-    env = os.environ.get
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--endpoint-url",
-        default=env("AWS_ENDPOINT_URL") or DEFAULT_ENDPOINT,
-        help="emulator endpoint (default: $AWS_ENDPOINT_URL, else %(default)s)",
-    )
-    target.add_argument("--aws", action="store_true", help="real AWS: no endpoint, your credential chain")
-    parser.add_argument(
-        "--region",
-        default=env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1",
-        help="default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1",
-    )
-    parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
-    parser.add_argument("--workers", type=_workers, default=16, help="parallel S3 requests (default %(default)s)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-
-
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= 128:
-        raise argparse.ArgumentTypeError("must be 1 to 128")
-    return value
-
-
-def s3_client(endpoint: str | None, region: str, workers: int) -> Any:
-    """An S3 client for the emulator (dummy credentials if none are set) or for AWS."""
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session(region_name=region)
-    credentials = {}
-    if endpoint and session.get_credentials() is None:
-        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-    config = Config(
-        connect_timeout=5,
-        read_timeout=60,
-        retries={"max_attempts": 3, "mode": "standard"},
-        max_pool_connections=workers,
-    )
-    return session.client("s3", endpoint_url=endpoint, config=config, **credentials)
 
 
 def _fetch_to_files(bucket: Bucket, prefixes: list[str], stem: Path, workers: int) -> list[Any]:
@@ -608,25 +382,6 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             raise
         print(f"logs_query: error: {describe(exc, args.bucket)}", file=sys.stderr)
         return 1
-
-
-def describe(exc: BaseException, bucket: str) -> str:
-    """One line for any failure, with what to do where we know it."""
-    if isinstance(exc, Failure):
-        return str(exc)
-    name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
-        return "no AWS credentials found: configure them (aws configure, AWS_PROFILE) or use an emulator"
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"):
-        return f"cannot reach S3: {exc} (is the stack running? ./start.sh)"
-    if name == "ModuleNotFoundError":
-        return f"{exc}: install the pinned packages (pip install -r query/requirements.txt)"
-    error = getattr(exc, "response", {}).get("Error", {})
-    if error.get("Code") in ("NoSuchBucket", "404", "NotFound"):
-        return f"no bucket {bucket}: provision first (./start.sh, or init/init_resource.py), or pass --bucket"
-    if error.get("Code"):
-        return f"{error['Code']}: {error.get('Message') or exc}"
-    return f"{name}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 if __name__ == "__main__":

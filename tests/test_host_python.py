@@ -26,7 +26,14 @@ HOST_TOOLS = [
     "query/compact_hours.py",
     "query/traffic.py",
 ]
-MODULES = [*HOST_TOOLS, "init/pipeline_target.py", "init/glue_catalog.py", "init/localstack_ready.py"]
+MODULES = [
+    *HOST_TOOLS,
+    "init/pipeline_target.py",
+    "init/glue_catalog.py",
+    "init/localstack_ready.py",
+    "init/bucket_layout.py",
+    "query/bucket_reader.py",
+]
 OLD_VERSIONS = ["3.9", "3.10"]
 
 # names a 3.9 interpreter lacks: (module, name) imported, or module.name used

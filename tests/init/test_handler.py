@@ -58,7 +58,7 @@ def test_fluentd_records_land_as_typed_json_in_their_hour(handler_module, s3_cli
             "http_referer": None,
             "http_user_agent": "curl/8.5.0",
             "http_x_forwarded_for": None,
-        }
+        }  # a combined line's record, as before the main_timed fields
     ]
     head = s3_client.head_object(Bucket=bucket, Key=sorted(found)[0])
     assert head["ContentType"] == "application/x-ndjson"

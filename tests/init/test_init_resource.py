@@ -172,7 +172,7 @@ def test_changed_handler_source_updates_the_code(run, clients, tmp_path, monkeyp
     changed = tmp_path / "kinesis_event_to_s3.py"
     changed.write_text(init_resource.HANDLER_FILE.read_text() + "\n# a change\n")
     monkeypatch.setattr(init_resource, "HANDLER_FILE", changed)
-    monkeypatch.setattr(init_resource.function_zip, "__defaults__", (changed,))
+    monkeypatch.setattr(init_resource.function_zip, "__defaults__", ((changed, *init_resource.PACKAGE_FILES[1:]),))
     # when the script runs
     code, out, _ = run()
     # then the function is updated to the new package, and nothing else changes
@@ -180,7 +180,9 @@ def test_changed_handler_source_updates_the_code(run, clients, tmp_path, monkeyp
     assert outcomes(out)["function"] == "updated" and "code" in out
     after = lam.get_function_configuration(FunctionName=FUNCTION)
     assert after["CodeSha256"] != before
-    assert after["CodeSha256"] == init_resource.code_sha256(init_resource.function_zip(changed))
+    assert after["CodeSha256"] == init_resource.code_sha256(
+        init_resource.function_zip((changed, *init_resource.PACKAGE_FILES[1:]))
+    )
     assert after["LastUpdateStatus"] == "Successful"
     assert {k for k, v in outcomes(out).items() if v != "unchanged"} == {"function"}
 
@@ -381,12 +383,22 @@ def test_real_aws_asks_before_changing_anything(aws, monkeypatch, capsys):
     init_resource.confirm_real_aws(target, settings, init_resource.parse_args(["--aws", "--yes"]))
 
 
-def test_package_is_reproducible_and_holds_only_the_handler():
+def test_package_is_reproducible_and_holds_the_handler_and_what_it_imports():
     first, second = init_resource.function_zip(), init_resource.function_zip()
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
-        assert archive.namelist() == ["kinesis_event_to_s3.py"]
-        assert archive.read("kinesis_event_to_s3.py") == init_resource.HANDLER_FILE.read_bytes()
+        assert archive.namelist()[0] == "kinesis_event_to_s3.py"
+        assert archive.namelist() == [source.name for source in init_resource.PACKAGE_FILES]
+        for source in init_resource.PACKAGE_FILES:
+            assert archive.read(source.name) == source.read_bytes()
+    # every module of this folder that a packaged module imports is in the package
+    local = {path.stem for path in init_resource.HERE.glob("*.py")}
+    packaged = {source.stem for source in init_resource.PACKAGE_FILES}
+    for source in init_resource.PACKAGE_FILES:
+        tree = ast.parse(source.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert imported & local <= packaged, (source.name, imported & local - packaged)
 
 
 def test_script_is_valid_python_3_9():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kinesis_event_to_s3 import FIELDS, fluentd_record_json, line_to_json, parse_line, utc_instant
+from kinesis_event_to_s3 import FIELDS, MAIN_FIELDS, fluentd_record_json, line_to_json, parse_line, utc_instant
 from support.corpus import corpus_files, corpus_lines
 from support.events import fluentd_message
 from support.nginx_format import rebuild, scan
@@ -24,10 +25,13 @@ PURE_FILES = {
 
 
 def _check_record(line: str, record: dict) -> None:
-    assert tuple(record) == FIELDS
     fields = scan(line)
     assert fields is not None, "the handler accepted a line the independent scanner rejects"
-    assert line in (rebuild(record, main=False), rebuild(record, main=True))
+    timed = bool(fields["timing"])
+    assert tuple(record) == (FIELDS if timed else MAIN_FIELDS)  # combined/main: the keys as before
+    assert line in (rebuild(record, main=False, timed=timed), rebuild(record, main=True, timed=timed)) or (
+        timed and ("," in fields["timing"]["urt"] or ":" in fields["timing"]["urt"])  # a sum rebuilds no list
+    )
     assert isinstance(record["status"], int) and f"{record['status']:03d}" == fields["status"]
     assert record["body_bytes_sent"] is None or isinstance(record["body_bytes_sent"], int)
     expected_time = dt.datetime.strptime(record["time_local"], "%d/%b/%Y:%H:%M:%S %z").astimezone(dt.UTC)
@@ -268,3 +272,147 @@ def test_arbitrary_text_never_raises(text):
     assert record is None or scan(text) is not None
     fast = fast_path(text)
     assert fast is None or fast == line_to_json(text)
+
+
+# --- the stack's main_timed format (nginx/templates/default.conf.template) --------------
+
+RID = "0123456789abcdef0123456789abcdef"
+TIMED = COMBINED + f' "-" rt=0.004 urt="0.003" rl=77 rid={RID} host="example.com"'
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param(
+            TIMED,
+            {
+                "request_time": 0.004,
+                "upstream_response_time": 0.003,
+                "request_length": 77,
+                "request_id": RID,
+                "host": "example.com",
+                "http_x_forwarded_for": None,
+            },
+            id="timed",
+        ),
+        pytest.param(TIMED.replace('urt="0.003"', 'urt="-"'), {"upstream_response_time": None}, id="no-upstream"),
+        pytest.param(
+            TIMED.replace('urt="0.003"', 'urt="0.001, 0.250, 1.002"'),
+            {"upstream_response_time": 1.253},
+            id="upstream-retries-add-up",
+        ),
+        pytest.param(
+            TIMED.replace('urt="0.003"', 'urt="0.010 : 0.020, 0.005"'),
+            {"upstream_response_time": 0.035},
+            id="internal-redirect-adds-up",
+        ),
+        pytest.param(
+            TIMED.replace('urt="0.003"', 'urt="-, 0.020"'), {"upstream_response_time": 0.02}, id="unreached-upstream"
+        ),
+        pytest.param(TIMED.replace('urt="0.003"', 'urt="- : -"'), {"upstream_response_time": None}, id="none-reached"),
+        pytest.param(
+            TIMED.replace("rt=0.004", "rt=-").replace("rl=77", "rl=-").replace(f"rid={RID}", "rid=-"),
+            {"request_time": None, "request_length": None, "request_id": None},
+            id="dash-values",
+        ),
+        pytest.param(TIMED.replace("rt=0.004", "rt=3601.250"), {"request_time": 3601.25}, id="slow-request"),
+        pytest.param(
+            TIMED.replace('host="example.com"', r'host="a\x22b\x5C"'), {"host": r"a\x22b\x5C"}, id="host-escaped"
+        ),
+        pytest.param(TIMED.replace('host="example.com"', 'host="-"'), {"host": None}, id="host-dash"),
+        pytest.param(
+            TIMED.replace("203.0.113.9", "2001:db8::7"), {"remote_addr": "2001:db8::7", "request_id": RID}, id="ipv6"
+        ),
+        pytest.param(
+            TIMED.replace(' "-" rt=', ' "203.0.113.1, 10.0.0.2" rt='),
+            {"http_x_forwarded_for": "203.0.113.1, 10.0.0.2", "request_time": 0.004},
+            id="with-xff",
+        ),
+        pytest.param(
+            TIMED.replace(' "-" rt=', " rt="),
+            {"http_x_forwarded_for": None, "request_id": RID},
+            id="combined-plus-tail",
+        ),
+    ],
+)
+def test_timed_named_cases(line, expected):
+    record = parse_line(line)
+    assert record is not None, line
+    for key, value in expected.items():
+        assert record[key] == value, key
+    _check_record(line, record)
+    # the fluentd fast path reads the same, where it applies
+    assert fast_path(line) in (None, line_to_json(line))
+    if "\\" not in line:
+        assert fast_path(line) == line_to_json(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(TIMED.replace("rt=0.004", "rt=.004"), id="time-without-whole-seconds"),
+        pytest.param(TIMED.replace("rt=0.004", "rt=00.004"), id="leading-zero"),
+        pytest.param(TIMED.replace('urt="0.003"', "urt=0.003"), id="unquoted-upstream"),
+        pytest.param(TIMED.replace('urt="0.003"', 'urt="0.003,0.004"'), id="upstream-separator"),
+        pytest.param(TIMED.replace('urt="0.003"', 'urt="fast"'), id="upstream-word"),
+        pytest.param(TIMED.replace(f"rid={RID}", 'rid=a"b'), id="quote-in-id"),
+        pytest.param(TIMED.replace(" rl=77", ""), id="field-missing"),
+        pytest.param(TIMED + " extra=1", id="unknown-field"),
+        pytest.param(TIMED.replace('host="example.com"', 'host="a"b"'), id="raw-quote-in-host"),
+    ],
+)
+def test_timed_lines_out_of_form_are_rejected(line):
+    assert parse_line(line) is None
+    assert scan(line) is None  # the independent scanner agrees
+
+
+def _seconds_text(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+seconds = st.integers(0, 10**7)
+upstream_item = st.one_of(st.just("-"), seconds.map(_seconds_text))
+
+
+@st.composite
+def upstream_times(draw) -> str:
+    items = draw(st.lists(upstream_item, min_size=1, max_size=4))
+    text = items[0]
+    for item in items[1:]:
+        text += draw(st.sampled_from([", ", " : "])) + item
+    return text
+
+
+def expected_upstream(text: str) -> float | None:
+    times = [Decimal(item) for item in text.replace(" : ", ", ").split(", ") if item != "-"]
+    return None if not times else float(sum(times))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    log_records(),
+    st.booleans(),
+    st.one_of(st.just("-"), seconds.map(_seconds_text)),
+    st.one_of(st.just("-"), upstream_times()),
+    st.one_of(st.just("-"), st.integers(0, 2**40).map(str)),
+    st.one_of(st.just("-"), st.from_regex(r"[0-9a-f]{32}", fullmatch=True)),
+    st.one_of(st.just("-"), escaped.filter(lambda s: s != "-")),
+)
+def test_generated_timed_lines_parse_fully_and_typed(fields, main, rt, urt, rl, rid, host):
+    # given a main_timed line written from arbitrary values nginx can log (escapes, `-`, IPv6)
+    if not main:
+        fields["http_x_forwarded_for"] = None
+    line = rebuild(fields, main=main) + f' rt={rt} urt="{urt}" rl={rl} rid={rid} host="{host}"'
+    # when it is parsed, on the general path and on fluentd's fast path
+    record = parse_line(line)
+    # then every field comes back typed: times as seconds, the id and host as text
+    assert record is not None, line
+    for key, value in fields.items():
+        assert record[key] == value, key
+    assert record["request_time"] == (None if rt == "-" else float(rt))
+    assert record["upstream_response_time"] == expected_upstream(urt)
+    assert record["request_length"] == (None if rl == "-" else int(rl))
+    assert record["request_id"] == (None if rid == "-" else rid)
+    assert record["host"] == (None if host == "-" else host)
+    assert scan(line) is not None
+    assert fast_path(line) in (None, line_to_json(line))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
 
 import pytest
@@ -114,10 +115,20 @@ def test_each_request_writes_one_line_the_handler_parses(nginx, request_bytes, e
     for key, value in expected.items():
         assert record[key] == value, (key, line)
     assert record["timestamp"].endswith("Z")
+    # and the main_timed tail parses fully: no upstream here, a time, a length, an id, the host
+    assert re.fullmatch(r"[0-9a-f]{32}", record["request_id"]), line
+    assert isinstance(record["request_time"], float) and 0 <= record["request_time"] < 5
+    assert record["upstream_response_time"] is None
+    assert record["request_length"] <= len(request_bytes) and (record["request_length"] > 0 or record["status"] == 400)
+    assert record["host"] == "localhost"
 
 
-def test_template_logs_in_main_format_and_the_wrapper_defines_it_as_the_image_does():
+def test_template_logs_main_fields_first_then_the_timed_tail():
     text = TEMPLATE.read_text()
-    assert "access_log ${NGINX_ACCESS_LOG} main;" in text
+    assert "access_log ${NGINX_ACCESS_LOG} main_timed;" in text
     assert "server_tokens off;" in text
     assert '"$http_x_forwarded_for"' in MAIN_FORMAT
+    # the timed format starts with the image's `main` format, word for word
+    (timed,) = re.findall(r"log_format main_timed (.*?);\n", text, re.DOTALL)
+    pieces = "".join(re.findall(r"'([^']*)'", timed))
+    assert pieces.startswith("".join(re.findall(r"'([^']*)'", MAIN_FORMAT)) + " rt=$request_time ")

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import base64
 import itertools
+from collections import Counter
 
 import boto3
 import init_resource
 import pytest
+from kinesis_event_to_s3 import kpl_user_records
 from support.event_source_mapping import EventSourceMapping
 from support.events import captured_fluentd_records, captured_source_lines, fluentd_message, kpl_aggregate
-from support.shipper import AGGREGATED_MAX_BYTES, Shipper, aggregated_batches
+from support.fluentd_conf import fluent_conf
+from support.kinesis_faults import FaultyKinesis
+from support.shipper import AGGREGATED_MAX_BYTES, RETRIES_ON_BATCH_REQUEST, Shipper, aggregated_batches
 
 STREAM, FUNCTION = "nginx-accesslog-stream", "KinesisAccessLogToS3"
 
@@ -146,6 +150,43 @@ def test_failed_aggregated_put_resends_the_whole_record_under_a_new_key(provisio
     assert first["PartitionKey"] != second["PartitionKey"]
     assert stream_data(kinesis) == [second["Data"]]
     assert (shipper.put_calls, shipper.failed_attempts, shipper.stored_records) == (2, 1, 1)
+
+
+def test_retries_come_from_fluent_conf():
+    (match,) = fluent_conf().find("match")
+    assert RETRIES_ON_BATCH_REQUEST == int(match.params["retries_on_batch_request"]) == 8
+    assert match.params["drop_failed_records_after_batch_request_retries"] == "false"
+
+
+def test_records_failing_past_the_retries_resend_the_whole_chunk(provisioned, tmp_path):
+    # given a chunk of four lines, and Kinesis rejecting part of the first two calls
+    _, kinesis, _ = provisioned
+    log = tmp_path / "access.log"
+    log.write_text("a\nb\nc\nd\n")
+    faulty = FaultyKinesis(kinesis, ["partial", "partial"])
+    shipper = Shipper(
+        faulty, STREAM, log, tmp_path / "pos", output="kinesis_streams", retries_on_batch_request=1, retry_wait=0.05
+    )
+    # when it is shipped with one retry per batch
+    assert shipper.ship_once() == 4
+    # then the plugin gave up on `d` after one retry and fluentd sent the whole chunk
+    # again: a, b, c landed twice (call 1: a c; call 2: b; call 3: a b c d)
+    assert faulty.calls == 3 and shipper.chunk_retries == 1
+    assert Counter(stream_data(kinesis)) == Counter(fluentd_message(x) for x in "abcabcd")
+
+
+def test_a_put_timing_out_after_storing_resends_the_whole_chunk(provisioned, tmp_path):
+    _, kinesis, _ = provisioned
+    log = tmp_path / "access.log"
+    log.write_text("a\nb\n")
+    faulty = FaultyKinesis(kinesis, ["stored-then-timeout"])
+    shipper = Shipper(faulty, STREAM, log, tmp_path / "pos", output="kinesis_streams_aggregated", retry_wait=0.05)
+    assert shipper.ship_once() == 2
+    # the first aggregated record was stored although the put failed: both are on the stream
+    first, second = stream_data(kinesis)
+    assert first != second  # each under its own random key, with the same two lines
+    assert kpl_user_records(first) == kpl_user_records(second) == [fluentd_message("a"), fluentd_message("b")]
+    assert shipper.chunk_retries == 1 and shipper.stored_records == 1 and faulty.met["stored-then-timeout"] == 1
 
 
 def mapping(endpoint, lam, handler) -> EventSourceMapping:

@@ -8,10 +8,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import bucket_reader
 import compact_hours
 import logs_query
 import pytest
-from support.query_data import nginx_line
+from support.query_data import nginx_line, timed_line
 
 T17 = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
 HOUR, ERRORS = "2026/11/26/17/", "errors/2026/11/26/17/"
@@ -80,6 +81,42 @@ def test_late_objects_are_read_beside_the_merged_one_then_merged(aws, hour, writ
     assert (outcome.merged, outcome.deleted) == (1, 2)  # the late object into the earlier merged one
     assert len([k for k in keys(bucket) if k.startswith(HOUR)]) == 2
     assert seen(bucket) == hour
+
+
+def merged_lines(bucket: logs_query.Bucket, prefix: str) -> list[dict]:
+    """The records of the hour's merged object, read raw (not through the query tool)."""
+    manifest = bucket_reader.read_manifest(bucket, prefix, bucket.list(prefix))
+    return [json.loads(line) for line in bucket_reader.plain(bucket.get(manifest["object"])).splitlines()]
+
+
+def test_a_compacted_hour_holds_each_request_id_once(aws, writer):
+    # given timed requests, fluentd's re-send of some of them in a second and (after the
+    # compaction) a third object, and two identical lines without an id
+    bucket = new_bucket(aws)
+    at = T17 + timedelta(minutes=59, seconds=58)
+    timed = [timed_line(at, f"/t{n}", f"{n:032x}") for n in range(6)]
+    plain = [nginx_line(at, "/same"), nginx_line(at, "/same")]
+    writer.batch(timed + plain, arrival=at)
+    writer.batch(timed[:4], arrival=at + timedelta(seconds=5))  # arrives in hour 18
+    # when the hour is compacted
+    first = compact_hours.compact_hour(bucket, HOUR)
+    # then the merged object holds each id once and every line without one
+    ids = Counter(record.get("request_id") for record in merged_lines(bucket, HOUR))
+    assert ids == Counter({**{f"{n:032x}": 1 for n in range(6)}, None: 2})
+    assert (first.merged, first.dropped) == (2, 4) and str(first).endswith("4 re-sent line(s) dropped")
+    # and a re-send that lands after the compaction is dropped by the next run
+    writer.batch(timed[4:], arrival=at + timedelta(minutes=3))
+    assert seen(bucket) == Counter([f"/t{n}" for n in range(6)] + ["/same", "/same"])
+    second = compact_hours.compact_hour(bucket, HOUR)
+    assert (second.merged, second.dropped) == (1, 2)
+    assert Counter(record.get("request_id") for record in merged_lines(bucket, HOUR)) == ids
+
+
+def test_dedupe_keeps_lines_whose_text_only_looks_like_an_id():
+    # a field's text holding the key is escaped inside its JSON string: never taken for it
+    fake = b'{"http_user_agent":"x\\",\\"request_id\\":\\"aa\\"","request_id":null}\n'
+    data = fake * 2 + b'{"a":1,"request_id":"aa"}\n' * 2
+    assert compact_hours.first_of_each_request(data) == fake * 2 + b'{"a":1,"request_id":"aa"}\n'
 
 
 class Crash(Exception):

@@ -9,9 +9,10 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import bucket_reader
 import logs_query
 import pytest
-from support.query_data import QUERY, nginx_line
+from support.query_data import QUERY, nginx_line, timed_line
 
 T17 = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
 RANGE_17 = ["--from", "2026-11-26T17:00Z", "--to", "2026-11-26T18:00Z"]
@@ -127,6 +128,50 @@ def test_summary_shows_traffic_statuses_paths_agents_and_errors(aws, writer, cap
     assert "2xx   |        2 |    66.7" in out and "/a   |        2 |" in out and "UnparsableLine |     1" in out
 
 
+def test_re_sent_lines_count_once_lines_without_an_id_all_count(aws, writer, capsys):
+    # given five timed requests and two identical combined lines (two requests, no id)
+    at = T17.replace(minute=59, second=30)
+    timed = [timed_line(at, f"/t{n}", f"{n:032x}") for n in range(5)]
+    plain = [nginx_line(at, "/same"), nginx_line(at, "/same")]
+    writer.batch(timed + plain, arrival=at)
+    # and fluentd's re-send of three of them, arriving in the next hour (another object)
+    writer.batch(timed[2:], arrival=at + timedelta(minutes=1))
+    # when the hour is queried, and a range cutting it
+    code, out, _ = run(aws, capsys, *RANGE_17, "--format", "json", "SELECT request_uri FROM logs ORDER BY 1")
+    code2, out2, _ = run(
+        aws, capsys, "--from", "2026-11-26T17:59:30", "--to", "2026-11-26T19:00", "--format", "csv",
+        "SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM logs",
+    )  # fmt: skip
+    code3, out3, _ = run(aws, capsys, *RANGE_17)
+    # then each request is one row; both lines without an id stay
+    assert code == code2 == code3 == 0
+    assert [row["request_uri"] for row in rows(out)] == ["/same", "/same", "/t0", "/t1", "/t2", "/t3", "/t4"]
+    assert out2.splitlines() == ["n,ids", "7,5"]
+    assert out3.startswith("7 requests, 0 unparsed line(s)")
+
+
+def test_summary_shows_latency_percentiles(aws, writer, capsys):
+    # given 101 requests taking 0.000 to 0.100 s, and one combined line without a time
+    at = T17 + timedelta(minutes=5)
+    lines = [timed_line(at, f"/p{n % 2}", f"{n:032x}", n / 1000) for n in range(101)]
+    writer.batch([*lines, nginx_line(at, "/untimed")], arrival=at)
+    # when the summary is printed
+    code, out, _ = run(aws, capsys, *RANGE_17)
+    # then it shows p50/p95/p99 over the timed requests, and the slowest paths
+    assert code == 0
+    latency = out.split("\nLatency (request_time, seconds)\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert latency[0].split() == ["timed", "|", "p50", "|", "p95", "|", "p99", "|", "max"]
+    assert latency[2].split() == ["101", "|", "0.05", "|", "0.095", "|", "0.099", "|", "0.1"]
+    assert "\nSlowest paths (p95 of request_time, seconds)\n" in out
+    assert "/untimed" not in out.split("Slowest paths", 1)[1]
+
+
+def test_summary_leaves_latency_out_without_times(aws, writer, capsys):
+    writer.batch([nginx_line(T17, "/a")], arrival=T17)
+    code, out, _ = run(aws, capsys, *RANGE_17)
+    assert code == 0 and "Latency" not in out and "Slowest paths" not in out
+
+
 def test_empty_bucket_answers_empty(aws, bucket, capsys):
     code, out, _ = run(aws, capsys, *RANGE_17)
     assert code == 0 and "0 requests, 0 unparsed line(s)" in out and "./start.sh traffic" in out
@@ -210,7 +255,7 @@ def test_sql_cannot_reach_files_network_or_extensions():
 
 
 def test_hour_prefixes_cover_the_range_across_days():
-    start, end = logs_query.time_range(None, "2026-12-31T23:30+01:00", "2027-01-01T01:00Z")
+    start, end = bucket_reader.time_range(None, "2026-12-31T23:30+01:00", "2027-01-01T01:00Z")
     assert start == datetime(2026, 12, 31, 22, 30, tzinfo=UTC)
-    assert logs_query.hour_prefixes(start, end) == ["2026/12/31/22", "2026/12/31/23", "2027/01/01/00"]
-    assert logs_query.parse_duration("1h30m") == timedelta(minutes=90)
+    assert bucket_reader.hour_prefixes(start, end) == ["2026/12/31/22", "2026/12/31/23", "2027/01/01/00"]
+    assert bucket_reader.parse_duration("1h30m") == timedelta(minutes=90)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 
@@ -37,7 +38,7 @@ def test_dockerfile_uses_a_pinned_base_runs_unprivileged_and_ships_the_tools():
     assert "npm ci" in text and "assets/package-lock.json" in text
     assert "-r /opt/query/requirements.txt" in text and "--only-binary=:all:" in text
     assert re.search(r"^USER query$", text, re.MULTILINE) and "EXPOSE" not in text
-    for tool in ("logs_query.py", "compact_hours.py", "traffic.py", "tail.py", "dashboard.py"):
+    for tool in ("bucket_reader.py", "logs_query.py", "compact_hours.py", "traffic.py", "tail.py", "dashboard.py"):
         assert tool in text and (QUERY / tool).is_file()
     for page in ("index.html", "app.js", "app.css"):
         assert f"static/{page}" in text and (QUERY / "static" / page).is_file()
@@ -53,3 +54,18 @@ def test_the_chart_library_is_pinned_exactly_in_the_lock_file():
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} {version} is not exact"
         locked = lock["packages"][f"node_modules/{name}"]
         assert locked["version"] == version and locked["integrity"].startswith("sha512-")
+
+
+def test_the_image_ships_every_module_the_tools_import():
+    # the Dockerfile copies files one by one: a module the tools import but the image
+    # lacks would fail only inside the image
+    shipped = set(re.findall(r"\b(\w+)\.py\b", (QUERY / "Dockerfile").read_text()))
+    local = {path.stem for path in QUERY.glob("*.py")}
+    for tool in shipped & local:
+        imported = set()
+        for node in ast.walk(ast.parse((QUERY / f"{tool}.py").read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert imported & local <= shipped, (tool, imported & local - shipped)

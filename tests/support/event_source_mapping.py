@@ -30,6 +30,7 @@ import os
 import sys
 import threading
 import time
+import zipfile
 import zipimport
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,20 @@ def load_deployed_handler(package: bytes, environment: dict[str, str], workdir: 
     module = importlib.util.module_from_spec(spec)
     saved_env = {key: os.environ.get(key) for key in environment}
     saved_module = sys.modules.get(name)
+    with zipfile.ZipFile(zip_path) as archive:  # the package's own modules, not init/'s
+        parts = [n.removesuffix(".py") for n in archive.namelist() if n.endswith(".py") and n != f"{name}.py"]
+    saved_parts = {part: sys.modules.pop(part, None) for part in parts}
     os.environ.update(environment)
     sys.modules[name] = module  # dataclasses look their module up while the class is built
+    sys.path.insert(0, str(zip_path))  # the package's other modules, as Lambda's task root
     try:
         spec.loader.exec_module(module)
     finally:
+        sys.path.remove(str(zip_path))
+        for part, saved in saved_parts.items():
+            sys.modules.pop(part, None)
+            if saved is not None:
+                sys.modules[part] = saved
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

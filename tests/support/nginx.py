@@ -66,8 +66,14 @@ class Nginx:
     """nginx serving the project's site from a temporary prefix; stop() ends it."""
 
     def __init__(
-        self, binary: str, prefix: Path, access_log: Path | None = None, settings: dict[str, str] | None = None
+        self,
+        binary: str,
+        prefix: Path,
+        access_log: Path | None = None,
+        settings: dict[str, str] | None = None,
+        extra_conf: str = "",
     ) -> None:
+        """`extra_conf`: more of conf.d (a test's own servers beside the project's)."""
         self.prefix = prefix
         self.port = free_port()
         self.access_log = access_log or prefix / "access.log"
@@ -86,6 +92,8 @@ class Nginx:
                 }
             )
         )
+        if extra_conf:
+            (prefix / "conf.d" / "extra.conf").write_text(extra_conf)
         # As root, nginx's workers would run as nobody, who may not read a private checkout.
         user = "user root root;" if os.geteuid() == 0 else ""
         conf = prefix / "nginx.conf"

@@ -1,4 +1,5 @@
-"""An independent reading of nginx's `combined` and `main` formats, for cross-checking.
+"""An independent reading of nginx's `combined` and `main` formats (and the stack's
+`main_timed` tail), for cross-checking.
 
 Written as a character scanner rather than a regular expression, so that it shares no code
 and no pattern with the handler: where the two agree on thousands of real lines, both are
@@ -64,15 +65,14 @@ def scan(line: str) -> dict[str, Any] | None:
         return None
     fields = []
     pos = 0
-    while pos < len(rest) and len(fields) < 3:
-        if rest[pos] != " ":
-            return None
+    while rest.startswith(' "', pos) and len(fields) < 3:
         got = _quoted(rest, pos + 1)
         if got is None:
             return None
         fields.append(got[0])
         pos = got[1]
-    if pos != len(rest) or len(fields) < 2:
+    timing = _timing(rest[pos:])
+    if timing is None or len(fields) < 2:
         return None
     return {
         "remote_addr": addr,
@@ -82,11 +82,58 @@ def scan(line: str) -> dict[str, Any] | None:
         "status": status,
         "body_bytes_sent": body,
         "quoted": fields,
+        "timing": timing,
     }
 
 
-def rebuild(record: dict[str, Any], main: bool) -> str:
-    """The log line a record came from (`-` for null); `main` adds $http_x_forwarded_for."""
+TIMING_KEYS = ("rt", "urt", "rl", "rid", "host")
+_QUOTED_KEYS = ("urt", "host")
+
+
+def _seconds_ok(value: str) -> bool:
+    whole, dot, fraction = value.partition(".")
+    digits_ok = whole.isascii() and whole.isdigit() and (whole == "0" or whole[0] != "0")
+    return digits_ok and (not dot or (fraction.isascii() and fraction.isdigit()))
+
+
+def _timing(tail: str) -> dict[str, str] | None:
+    """The main_timed tail ` rt=.. urt=".." rl=.. rid=.. host=".."` as raw texts; {} for none."""
+    if not tail:
+        return {}
+    values = {}
+    pos = 0
+    for key in TIMING_KEYS:
+        head = f" {key}="
+        if not tail.startswith(head, pos):
+            return None
+        pos += len(head)
+        if key in _QUOTED_KEYS:
+            got = _quoted(tail, pos)
+            if got is None:
+                return None
+            values[key], pos = got
+        else:
+            end = tail.find(" ", pos)
+            end = len(tail) if end < 0 else end
+            values[key], pos = tail[pos:end], end
+    if pos != len(tail):
+        return None
+    upstream = values["urt"].replace(" : ", ", ").split(", ")
+    valid = (
+        (values["rt"] == "-" or _seconds_ok(values["rt"]))
+        and all(item == "-" or _seconds_ok(item) for item in upstream)
+        and (values["rl"] == "-" or (values["rl"].isascii() and values["rl"].isdigit()))
+        and (values["rl"] in ("-", "0") or values["rl"][0] != "0")
+        and values["rid"] != ""
+        and not any(c in values["rid"] for c in '"\\')
+        and not any(c.isspace() for c in values["rid"])
+    )
+    return values if valid else None
+
+
+def rebuild(record: dict[str, Any], main: bool, timed: bool = False) -> str:
+    """The log line a record came from (`-` for null); `main` adds $http_x_forwarded_for,
+    `timed` the main_timed tail (times with nginx's three decimals; one upstream time)."""
 
     def text(value: Any) -> str:
         return "-" if value is None else str(value)
@@ -98,4 +145,11 @@ def rebuild(record: dict[str, Any], main: bool) -> str:
     )
     if main:
         line += f' "{text(record["http_x_forwarded_for"])}"'
+    if timed:
+        seconds = "-" if record["request_time"] is None else f"{record['request_time']:.3f}"
+        upstream = "-" if record["upstream_response_time"] is None else f"{record['upstream_response_time']:.3f}"
+        line += (
+            f' rt={seconds} urt="{upstream}" rl={text(record["request_length"])}'
+            f' rid={text(record["request_id"])} host="{text(record["host"])}"'
+        )
     return line

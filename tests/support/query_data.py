@@ -18,6 +18,11 @@ def nginx_line(at: datetime, path: str = "/", status: int = 200, agent: str = "c
     )
 
 
+def timed_line(at: datetime, path: str, request_id: str, request_time: float = 0.004, upstream: str = "-") -> str:
+    """One line in the stack's `main_timed` format (nginx/templates/default.conf.template)."""
+    return f'{nginx_line(at, path)} rt={request_time:.3f} urt="{upstream}" rl=80 rid={request_id} host="localhost"'
+
+
 class Writer:
     """Sends lines through the deployed handler, as one Kinesis batch per call."""
 

@@ -10,20 +10,27 @@ what the pipeline relies on:
 - kinesis_streams: PutRecords batches of at most 500 records and 5 MB, a random
   partition key per record, record data `{"message":"<line>"}\\n` (the json formatter's
   bytes, checked against captured fluentd records in tests/init/test_envelopes.py),
-  failed records retried with exponential backoff, nothing dropped
-  (`drop_failed_records_after_batch_request_retries false`, `retry_forever true`).
+  failed records retried with exponential backoff up to `retries_on_batch_request`
+  times; then, with `drop_failed_records_after_batch_request_retries false`, the plugin
+  raises and fluentd retries the WHOLE chunk (`retry_forever true`), so the records of it
+  that had landed are stored again (api.rb `give_up_retries`). A put that raises (a
+  timeout, possibly after Kinesis stored the records) fails the chunk the same way. Both
+  are how a line reaches the bucket twice.
 - kinesis_streams_aggregated (the stack's output): the chunk is split into batches of at
   most 100,000 records whose sizes (each record + 10 bytes) sum to at most 1 MiB less
   25 + 2 x the key length; each batch is ONE Kinesis record, put with PutRecords alone:
   KPL bytes (magic, protobuf with partition key table ["a", key] and every record at
   index 1, MD5), a new random 32-hex-digit key per call. A failed put sends that whole
   aggregated record again (the plugin's `retry_records` for :streams_aggregated), with a
-  new key; the bytes are checked against a captured record in tests/pipeline/test_stand_ins.py.
+  new key, up to `retries_on_batch_request` times, then the chunk as above; the bytes are
+  checked against a captured record in tests/pipeline/test_stand_ins.py.
   (aws-fluent-plugin-kinesis: out_kinesis_streams_aggregated.rb, kinesis_helper/api.rb,
   kinesis_helper/aggregator.rb.)
 - the buffer: a chunk opens with its first line and is flushed once it is
   `flush_interval` old, checked every `flush_thread_interval` (fluentd's flush thread);
-  a chunk reaching `chunk_limit_size` is flushed at the next check.
+  a chunk reaching `chunk_limit_size` is flushed at the next check. A failed chunk is
+  sent again after `retry_wait`, doubling up to `retry_max_interval`. Retries inside one
+  batch wait 0.1 s doubling (the plugin: 0.3 s doubling), to keep tests short.
 
 Does not cover: fluentd's file buffer surviving a crash between read and put (here the
 position advances only after a successful put, which gives the same at-least-once
@@ -65,7 +72,28 @@ def _stack_settings() -> tuple[str, float, float, int]:
     )
 
 
+def _seconds(text: str) -> float:
+    """fluentd's `1s`, `30s`, `2m` or a bare number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+def _retry_settings() -> tuple[int, float, float]:
+    """fluent.conf's retries_on_batch_request, and the buffer's retry_wait and retry_max_interval;
+    the stand-in reproduces only the no-drop setting, so it insists on it."""
+    (match,) = fluent_conf().find("match")
+    if match.params.get("drop_failed_records_after_batch_request_retries") != "false":
+        raise ValueError("the stand-in reproduces drop_failed_records_after_batch_request_retries false only")
+    buffer = match.one("buffer").params
+    return (
+        int(match.params.get("retries_on_batch_request", "8")),
+        _seconds(buffer.get("retry_wait", "1s")),
+        _seconds(buffer.get("retry_max_interval", "30s")),
+    )
+
+
 OUTPUT, FLUSH_INTERVAL, FLUSH_THREAD_INTERVAL, CHUNK_LIMIT_SIZE = _stack_settings()
+RETRIES_ON_BATCH_REQUEST, RETRY_WAIT, RETRY_MAX_INTERVAL = _retry_settings()
 
 
 def random_partition_key() -> str:
@@ -113,6 +141,8 @@ class Shipper:
         flush_thread_interval: float = FLUSH_THREAD_INTERVAL,
         chunk_limit_size: int = CHUNK_LIMIT_SIZE,
         partition_key: Callable[[], str] = random_partition_key,
+        retries_on_batch_request: int = RETRIES_ON_BATCH_REQUEST,
+        retry_wait: float = RETRY_WAIT,
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}")
@@ -127,6 +157,9 @@ class Shipper:
         self.partition_key = partition_key
         self._key_length = len(partition_key())  # the plugin sizes its limit from one key (configure)
         self.max_backoff = max_backoff
+        self.retries_on_batch_request = retries_on_batch_request
+        self.retry_wait = retry_wait
+        self.chunk_retries = 0  # chunks sent again whole (the plugin gave up on a batch, or a put raised)
         self.shipped = 0  # lines stored in Kinesis
         self.put_calls = 0  # PutRecords calls
         self.stored_records = 0  # Kinesis records stored (one per line, or one per aggregated batch)
@@ -228,46 +261,63 @@ class Shipper:
             self._put_batch(batch)
 
     def _put_batch(self, batch: list[bytes]) -> None:
+        """PutRecords, then its failed records again, `retries_on_batch_request` times at most."""
         backoff = 0.1
-        while batch:
+        for attempt in range(self.retries_on_batch_request + 1):
             try:
                 response = self._timed_put([{"Data": data, "PartitionKey": uuid.uuid4().hex} for data in batch])
-            except Exception:  # the whole call failed: fluentd returns the chunk to its buffer
+            except Exception as exc:  # the SDK's error leaves the plugin: the chunk fails
                 self.failed_attempts += 1
-                failed = batch
-            else:
-                results = response["Records"]
-                failed = [data for data, result in zip(batch, results, strict=True) if "ErrorCode" in result]
-                self.shipped += len(batch) - len(failed)
-                self.stored_records += len(batch) - len(failed)
-                if failed:
-                    self.failed_attempts += 1
+                raise _ChunkFailed from exc
+            results = response["Records"]
+            failed = [data for data, result in zip(batch, results, strict=True) if "ErrorCode" in result]
+            self.shipped += len(batch) - len(failed)
+            self.stored_records += len(batch) - len(failed)
             if not failed:
                 return
-            if self._stop.wait(backoff):
-                raise _Stopped
-            backoff = min(backoff * 2, self.max_backoff)
-            batch = failed
+            self.failed_attempts += 1
+            if attempt < self.retries_on_batch_request:
+                if self._stop.wait(backoff):
+                    raise _Stopped
+                backoff = min(backoff * 2, self.max_backoff)
+                batch = failed
+        raise _ChunkFailed
 
     def _put_aggregated(self, batch: list[bytes]) -> None:
-        """One aggregated record; on failure the same lines again, under a new key, until stored."""
+        """One aggregated record; on failure the same lines again, under a new key,
+        `retries_on_batch_request` times at most."""
         backoff = 0.1
-        while True:
+        for attempt in range(self.retries_on_batch_request + 1):
             key = self.partition_key()
             try:
                 response = self._timed_put([{"Data": kpl_aggregate(batch, key), "PartitionKey": key}])
-            except Exception:  # the whole call failed
-                failed = True
-            else:
-                failed = "ErrorCode" in response["Records"][0]
-            if not failed:
+            except Exception as exc:  # the SDK's error leaves the plugin: the chunk fails
+                self.failed_attempts += 1
+                raise _ChunkFailed from exc
+            if "ErrorCode" not in response["Records"][0]:
                 self.shipped += len(batch)
                 self.stored_records += 1
                 return
             self.failed_attempts += 1
-            if self._stop.wait(backoff):
-                raise _Stopped
-            backoff = min(backoff * 2, self.max_backoff)
+            if attempt < self.retries_on_batch_request:
+                if self._stop.wait(backoff):
+                    raise _Stopped
+                backoff = min(backoff * 2, self.max_backoff)
+        raise _ChunkFailed
+
+    def _put_chunk(self, lines: list[str]) -> None:
+        """Put the chunk; when it fails, fluentd keeps it in its buffer and sends it whole
+        again after retry_wait (doubling, retry_forever), landed records included."""
+        wait = self.retry_wait
+        while True:
+            try:
+                self._put(lines)
+                return
+            except _ChunkFailed:
+                self.chunk_retries += 1
+                if self._stop.wait(wait):
+                    raise _Stopped from None
+                wait = min(wait * 2, RETRY_MAX_INTERVAL)
 
     def _ship_chunk(self) -> tuple[int, bool]:
         """Ship one chunk: the complete lines written so far, up to the chunk limit. Return
@@ -277,7 +327,7 @@ class Shipper:
             self._save_position(position)
         if position is None or not lines:
             return 0, False
-        self._put(lines)
+        self._put_chunk(lines)
         self._save_position(position)  # only after the records landed
         size = sum(len(line.encode()) + 1 for line in lines)
         return len(lines), size >= self._chunk_bytes() - 64 * 1024
@@ -327,3 +377,7 @@ class Shipper:
 
 class _Stopped(Exception):
     pass
+
+
+class _ChunkFailed(Exception):
+    """The plugin raised out of its write: fluentd returns the chunk to its buffer."""
