@@ -37,7 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import logs_query
 import tail
-from logs_query import ERROR_COLUMNS, ERROR_PREFIX, LOG_COLUMNS, Bucket, Missing, Sink
+from bucket_reader import Missing, objects_to_read, read_manifest
+from logs_query import ERROR_COLUMNS, ERROR_PREFIX, LOG_COLUMNS, Bucket, Sink
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -161,8 +162,8 @@ class Store:
 
     def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int]) -> None:
         table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
-        manifest = logs_query.read_manifest(self.bucket, prefix, list(listing))
-        plan = logs_query.objects_to_read(listing, manifest)
+        manifest = read_manifest(self.bucket, prefix, list(listing))
+        plan = objects_to_read(listing, manifest)
         hour = self.hours.setdefault(prefix, Hour())
         etags = {key: etag for key, (_, etag) in hour.listing.items()}
         # Compacted since (an object read is no longer to be read), or an object read was
@@ -226,10 +227,12 @@ class Store:
 
 # The window's rows under the query tool's table names, so each panel's SQL reads as it
 # would in ./start.sh query; the first two parameters are the window's bounds.
-WINDOWED = """WITH logs AS (SELECT * EXCLUDE ("_hour") FROM logs_all WHERE "timestamp" >= ? AND "timestamp" < ?),
+# Each request once: a re-sent line (same request_id) is the query tool's one row too.
+WINDOWED = f"""WITH logs AS (SELECT * EXCLUDE ("_hour") FROM logs_all WHERE "timestamp" >= ? AND "timestamp" < ?
+                {logs_query._ONE_PER_REQUEST.strip()}),
      errors AS (SELECT * EXCLUDE ("_hour") FROM errors_all
                 WHERE "approximateArrivalTimestamp" >= ? AND "approximateArrivalTimestamp" < ?)
-"""
+"""  # noqa: S608 - this module's and logs_query's constants only
 
 
 # --- the panels: fixed SQL, parameters only ------------------------------------------

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-import logs_query
-from logs_query import COMPACTED_MARK, Bucket, Missing
+import bucket_reader
+from bucket_reader import COMPACTED_MARK, Bucket, Missing
 
 # The function's key layout (init/kinesis_event_to_s3.py object_key).
 KEY = re.compile(
@@ -187,7 +187,7 @@ class Follower:
         """The hour prefixes a new object may land in: the last `hours` hours, and the next
         one (a clock a little ahead of ours)."""
         start = now - timedelta(hours=self.hours) - self.lag
-        return [p + "/" for p in logs_query.hour_prefixes(start, now + timedelta(minutes=5))]
+        return [p + "/" for p in bucket_reader.hour_prefixes(start, now + timedelta(minutes=5))]
 
     def _list(self, prefix: str) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -268,7 +268,7 @@ class Follower:
             body = self.bucket.get(key.key)
         except Missing:
             return None
-        return [line for line in logs_query.plain(body).decode("utf-8").splitlines() if line]
+        return [line for line in bucket_reader.plain(body).decode("utf-8").splitlines() if line]
 
 
 def follow(
@@ -291,7 +291,7 @@ def follow(
             records = follower.poll()
         except Exception as exc:
             if not failing:  # say it once, keep trying: the stack may be restarting
-                print(f"tail: {logs_query.describe(exc, follower.bucket.name)}; retrying", file=err, flush=True)
+                print(f"tail: {bucket_reader.describe(exc, follower.bucket.name)}; retrying", file=err, flush=True)
             failing = True
             records = []
         else:
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also follow requests logged up to N hours ago (default 1)",
     )
-    logs_query.add_target_arguments(parser)
+    bucket_reader.add_target_arguments(parser)
     return parser
 
 
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     filters = Filters(args.status or [], args.path, args.client or [])
     try:
-        client = logs_query.s3_client(None if args.aws else args.endpoint_url, args.region, args.workers)
+        client = bucket_reader.s3_client(None if args.aws else args.endpoint_url, args.region, args.workers)
         bucket = Bucket(client, args.bucket)
         client.head_bucket(Bucket=args.bucket)  # one clear error before following
         follower = Follower(bucket, timedelta(seconds=args.lag), args.hours, workers=min(args.workers, 16))
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"tail: error: {logs_query.describe(exc, args.bucket)}", file=sys.stderr)
+        print(f"tail: error: {bucket_reader.describe(exc, args.bucket)}", file=sys.stderr)
         return 1
 
 

@@ -159,6 +159,26 @@ def test_latency_percentiles_where_records_carry_request_time(serve, s3_client, 
             assert body[name][index] == pytest.approx(_percentile(times[t], q))
 
 
+def test_a_re_sent_line_is_counted_once_and_lines_without_an_id_each_time(serve, s3_client, bucket):
+    # given one object, then a second holding a re-sent copy of two of its lines (same
+    # request_id, as fluentd's re-send leaves them) and a line without an id logged twice
+    at = NOW - timedelta(minutes=3)
+
+    def record(request_id: str | None, status: int) -> str:
+        fields = {"timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "status": status, "request_uri": "/x"}
+        return json.dumps({**fields, "request_id": request_id})
+
+    first = [record(f"id{n}", 200 if n % 2 else 500) for n in range(6)] + [record(None, 404)]
+    again = [first[0], first[1], record(None, 404)]
+    for number, lines in enumerate((first, again)):
+        key = f"{at:%Y/%m/%d/%H}/nginx_access_log_{at:%Y%m%dT%H%M%S}000Z_shardId-000000000000_{number}.json"
+        s3_client.put_object(Bucket=bucket, Key=key, Body="\n".join(lines).encode() + b"\n")
+    _, body = serve().get("/api/traffic?window=15m")
+    # then six requests with ids once each, and both lines without an id
+    assert body["requests"] == 8
+    assert {c: n for c, n in body["totals"].items() if n} == {"2xx": 3, "5xx": 3, "4xx": 2}
+
+
 def test_pipeline_freshness_and_objects_per_hour(serve, written, s3_client, bucket):
     server = serve()
     _, body = server.get("/api/pipeline?window=6h")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import time
 from collections import Counter
@@ -177,13 +178,18 @@ def test_down_volumes_asks_and_removes_only_on_yes(stack):
 
 
 def test_a_saved_logs_folder_keeps_readable_files_after_down_volumes(stack_factory):
-    stack = stack_factory(SAVED_LOGS="./my-saved-logs")
+    # (this stack also has two shards: KINESIS_SHARDS reaches provisioning through compose)
+    stack = stack_factory(SAVED_LOGS="./my-saved-logs", KINESIS_SHARDS="2")
     folder = stack.folder / "my-saved-logs"
     folder.mkdir()
     owner = 4321  # the user who owns the folder (tests run as root)
     os.chown(folder, owner, owner)
     started = stack.run(timeout=1200)
     assert started.returncode == 0, started.stdout + started.stderr
+    status = stack.run("status")
+    assert re.search(r"^stream +nginx-accesslog-stream: ACTIVE, 2 shard\(s\)", status.stdout, re.MULTILINE), (
+        status.stdout
+    )
     path = "/saved-logs-folder-test"
     stack.request(path)
     assert stack.wait_for_paths({path}, 30) == {path: 1}
