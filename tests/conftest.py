@@ -139,13 +139,12 @@ def engine_env() -> Iterator[dict[str, str]]:
 @pytest.fixture
 def stack_factory(engine_env, tmp_path_factory):
     """Make stacks of the test's own (support/stack.py); each is removed at the end."""
-    from support.engine import compose_override
     from support.stack import Stack
 
     made: list[Stack] = []
 
     def make(**settings: str) -> Stack:
-        stack = Stack(tmp_path_factory.mktemp("stack"), engine_env, override=compose_override(), settings=settings)
+        stack = Stack(tmp_path_factory.mktemp("stack"), engine_env, settings=settings)
         made.append(stack)
         return stack
 

@@ -15,7 +15,7 @@ import uuid
 import pytest
 from support.compose import compose
 from support.net import wait_until
-from support.stack import Stack, isolated_checkout, isolated_env
+from support.stack import isolated_checkout, isolated_env, started_stack
 
 
 def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
@@ -34,15 +34,8 @@ def test_the_stack_test_never_uses_the_users_project_ports_or_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def stack(engine_env, tmp_path_factory):
-    from support.engine import compose_override
-
-    stack = Stack(tmp_path_factory.mktemp("stack"), engine_env, override=compose_override())
-    try:
-        started = stack.run(timeout=1200)
-        assert started.returncode == 0, started.stdout + started.stderr
+    with started_stack(tmp_path_factory.mktemp("stack"), engine_env) as (stack, _, _):
         yield stack
-    finally:
-        stack.close()
 
 
 @pytest.mark.docker

@@ -12,8 +12,7 @@ import uuid
 
 import pytest
 from support.compose import ROOT, compose
-from support.engine import compose_override
-from support.stack import BUCKET, Stack
+from support.stack import BUCKET, started_stack
 
 pytestmark = pytest.mark.docker
 
@@ -24,16 +23,9 @@ LANDING = (ROOT / "nginx" / "html" / "index.html").read_text()
 @pytest.fixture(scope="module")
 def started(engine_env, tmp_path_factory):
     """The stack as `./start.sh` leaves it, with what it printed and how long it took."""
-    stack = Stack(tmp_path_factory.mktemp("journey"), engine_env, override=compose_override())
-    try:
-        began = time.monotonic()
-        result = stack.run(timeout=1200)
-        seconds = time.monotonic() - began
-        assert result.returncode == 0, result.stdout + result.stderr
+    with started_stack(tmp_path_factory.mktemp("journey"), engine_env) as (stack, result, seconds):
         print(f"\n./start.sh on a fresh clone: healthy and provisioned in {seconds:.1f} s")
         yield stack, result.stdout
-    finally:
-        stack.close()
 
 
 def closing_message(text: str) -> list[str]:

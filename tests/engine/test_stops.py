@@ -17,9 +17,8 @@ import time
 from collections import Counter
 
 import pytest
-from support.engine import compose_override
 from support.net import wait_until
-from support.stack import Stack, Traffic
+from support.stack import Stack, Traffic, started_stack
 
 pytestmark = pytest.mark.docker
 
@@ -32,18 +31,16 @@ echo "slow shutdown hook finished"
 """
 
 
-@pytest.fixture(scope="module")
-def stack(engine_env, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stops"), engine_env, override=compose_override())
+def add_slow_shutdown_hook(stack: Stack) -> None:
     hook = stack.folder / "init" / "shutdown.d" / "20-slow-test-hook.sh"
     hook.write_text(SLOW_HOOK)
     hook.chmod(0o755)
-    try:
-        result = stack.run(timeout=1200)
-        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def stack(engine_env, tmp_path_factory):
+    with started_stack(tmp_path_factory.mktemp("stops"), engine_env, add_slow_shutdown_hook) as (stack, _, _):
         yield stack
-    finally:
-        stack.close()
 
 
 def healthy(stack: Stack, service: str) -> bool:

@@ -17,12 +17,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
 
 from support.compose import ROOT
+from support.engine import compose_override
 from support.net import free_port, wait_until
 from support.s3 import bucket_objects, json_lines
 
@@ -58,7 +60,8 @@ class Stack:
 
     folder: Path
     engine_env: dict[str, str]
-    override: str | None = "tests/engine/compose.override.yml"  # added to docker-compose.yml
+    # the engine's compose file, added to docker-compose.yml (support/engine.py)
+    override: str | None = field(default_factory=compose_override)
     settings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -150,6 +153,24 @@ class Stack:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.compose("--profile", "tools", "down", "--volumes", "--remove-orphans", "--timeout", "5",
                          check=False, timeout=180)  # fmt: skip
+
+
+@contextlib.contextmanager
+def started_stack(
+    folder: Path, engine_env: dict[str, str], prepare: Callable[[Stack], None] | None = None
+) -> Iterator[tuple[Stack, subprocess.CompletedProcess, float]]:
+    """A stack `prepare`d (files added to its copy), started by ./start.sh, which must
+    succeed: the stack, what start.sh printed, and its seconds; removed at the end."""
+    stack = Stack(folder, engine_env)
+    try:
+        if prepare is not None:
+            prepare(stack)
+        began = time.monotonic()
+        result = stack.run(timeout=1200)
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield stack, result, time.monotonic() - began
+    finally:
+        stack.close()
 
 
 class Traffic:
