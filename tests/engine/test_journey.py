@@ -5,8 +5,12 @@ each typed as written there (issue 17)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import statistics
+import subprocess
+import threading
 import time
 import uuid
 
@@ -156,12 +160,42 @@ def test_every_after_start_command_runs_as_written(started, tmp_path):
     assert all(file.stat().st_mode & 0o044 == 0o044 for file in files)  # readable, as any export
 
 
+def follow_tail(stack, *args: str) -> tuple[str, int]:
+    """`./start.sh tail ARGS` as a user runs it: it follows until a request made after it
+    started shows up, then Ctrl-C (SIGINT to its process group); what it printed, and its
+    exit code."""
+    process = subprocess.Popen([str(stack.folder / "start.sh"), "tail", *args], cwd=stack.folder, env=stack.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    path = f"/tail-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + 90
+    while not any(path in line for line in lines) and time.monotonic() < deadline and process.poll() is None:
+        stack.request(path)  # again until it shows: tail may still be starting
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        code = process.wait()
+    reader.join(timeout=10)
+    assert any(path in line for line in lines), "".join(lines)[-2000:]
+    return "".join(lines), code
+
+
 def test_the_landing_page_names_commands_that_run(started):
     stack, _ = started
     commands = sorted(set(re.findall(r"\./start\.sh ([a-z]+)", LANDING)))
     assert commands, "the landing page names no command"
     key = stack.run("ls").stdout.split()[-1]
     for command in commands:
+        if command == "tail":  # it follows until Ctrl-C
+            _, code = follow_tail(stack)
+            assert code in (0, 130), code
+            continue
         # as the page writes them: `cat <key from the list> --pretty`, the others alone
         result = stack.run("cat", key, "--pretty") if command == "cat" else stack.run(command)
         assert result.returncode == 0, (command, result.stdout, result.stderr)

@@ -16,6 +16,7 @@ Install what a new machine lacks with `tests/engine/install.sh` (root; `.ci/run`
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -84,6 +85,12 @@ def engine_problem() -> str | None:
     return None
 
 
+def _stop_with_parent() -> None:
+    """In the child before exec: the kernel SIGTERMs it when the test process dies
+    (PR_SET_PDEATHSIG), and dockerd then stops its containers as at any stop."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
 @dataclass
 class Engine:
     """One dockerd of our own; `env` is what a client needs to talk to it."""
@@ -146,6 +153,7 @@ class Engine:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,  # a test run killed from outside stops its engine too
         )  # fmt: skip
         if not wait_until(self.answers, timeout, interval=0.2):
             raise RuntimeError(f"dockerd did not answer within {timeout:.0f} s: see {self.home / 'dockerd.log'}")
