@@ -190,7 +190,7 @@ refresh_states() {
   STATES=""
   if [[ -n "$ids" ]]; then
     # shellcheck disable=SC2086 # one argument per container id
-    STATES=$(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' $ids 2>/dev/null || true)
+    STATES=$(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.StartedAt}}' $ids 2>/dev/null || true)
   fi
 }
 
@@ -250,9 +250,12 @@ fail_compose() {
 
 # What is wrong with a service now, as "why|advice", or nothing while it may still come up.
 service_problem() {
-  local service=$1 status code restarts health
-  read -r status code restarts health <<<"$(container_state "$service")"
+  local service=$1 status code restarts health started
+  read -r status code restarts health started <<<"$(container_state "$service")"
   [[ "$status" == missing ]] && return 0
+  # still the container that had exited before this start (a crash, a stop): `up` has not
+  # started it again yet, so it says nothing about this start
+  [[ " $STALE " == *" $service@$started "* ]] && return 0
   if [[ "$status" == restarting || "$restarts" -gt 0 || "$status" == exited || "$status" == dead ]]; then
     if [[ "$code" == 55 ]] || { [[ "$service" == localstack && -z "$(setting LOCALSTACK_AUTH_TOKEN "")" ]] &&
       needs_token "$(setting LOCALSTACK_IMAGE localstack/localstack:4.14.0)"; }; then
@@ -339,7 +342,7 @@ wait_for_stack() {
     esac
     if [[ -z "$waiting" ]]; then
       for service in fluentd web; do
-        read -r _ _ _ health <<<"$(container_state "$service")"
+        read -r _ _ _ health _ <<<"$(container_state "$service")"
         if [[ "$health" != healthy ]]; then
           waiting="$service: ${health/missing/not started yet}"
           break
@@ -393,12 +396,25 @@ cleanup() {
   if [[ -n "$COMPOSE_LOG" ]]; then rm -f "$COMPOSE_LOG"; fi
 }
 
+# Containers that had exited before this start, as "<service>@<StartedAt>": until `up`
+# starts them again, their old exit is no failure of this start.
+STALE=""
+remember_stale_containers() {
+  local service status started
+  refresh_states
+  STALE=""
+  while read -r service status _ _ _ started; do
+    if [[ "$status" == exited || "$status" == dead ]]; then STALE+=" $service@$started"; fi
+  done <<<"$STATES"
+}
+
 up() {
   check_docker
   check_ports
   check_localstack_image
   first_start_note
   echo "Building and starting localstack, fluentd and nginx..."
+  remember_stale_containers
   COMPOSE_LOG=$(mktemp)
   trap cleanup EXIT
   # In the background: `up` itself blocks until each dependency is healthy and says only
@@ -680,7 +696,7 @@ tool() {
   shift 2
   check_docker
   refresh_states
-  read -r _ _ _ health <<<"$(container_state "$needs")"
+  read -r _ _ _ health _ <<<"$(container_state "$needs")"
   [[ "$health" == healthy ]] || die "the stack is not running ($needs: ${health:-not started}): start it with ./start.sh"
   if ! docker image inspect "$QUERY_IMAGE" >/dev/null 2>&1; then
     echo "First use: building the query tools' image (a minute or so)..." >&2

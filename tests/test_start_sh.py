@@ -334,6 +334,34 @@ def test_a_healthy_start_says_what_it_waits_for_and_what_to_do_next(start):
     assert 44 <= result.clock <= 44 + 2 * fake_docker_poll()
 
 
+def test_a_container_that_exited_before_the_start_is_started_again_not_reported(start):
+    # given LocalStack killed earlier (exit 137, as `docker kill` leaves it, seen on the
+    # real engine): until `up` starts it again, inspect still shows that old exit
+    killed = {"status": "exited", "exit": 137, "health": "unhealthy", "started": "2026-12-02T07:00:00Z"}
+    again = "2026-12-02T08:00:03Z"
+    scenario = healthy_stack(ready_at=8)
+    scenario["services"]["localstack"] = timeline(
+        (0, killed), (3, {**STARTING, "started": again}), (8, {**HEALTHY, "started": again})
+    )
+    result = start(scenario=scenario)
+    # then start.sh waits for the new start instead of reporting the old exit
+    assert result.code == 0, result.stderr
+    assert "exited with code 137" not in result.stderr
+    assert "The pipeline is up and provisioned." in result.stdout
+
+
+def test_a_container_that_exits_again_after_the_start_is_reported(start):
+    killed = {"status": "exited", "exit": 137, "health": "unhealthy", "started": "2026-12-02T07:00:00Z"}
+    scenario = healthy_stack(ready_at=8)
+    scenario["services"]["localstack"] = timeline(
+        (0, killed), (3, {**killed, "exit": 1, "started": "2026-12-02T08:00:03Z"})
+    )
+    result = start(scenario=scenario)
+    assert result.code == 1
+    assert "start.sh: localstack exited with code 1" in result.stderr
+    assert result.clock <= 3 + BOUND
+
+
 def fake_docker_poll() -> int:
     """start.sh's POLL_SECONDS."""
     lines = (ROOT / "start.sh").read_text().splitlines()

@@ -168,7 +168,7 @@ def respond(machine: Machine, args: list[str]) -> int:
     if args[:2] == ["image", "inspect"]:
         return 0 if scenario.get("images_present", True) else 1
     if args[:1] == ["inspect"]:
-        # start.sh's --format: "<service label> <status> <exit code> <restarts> <health>"
+        # start.sh's --format: "<service label> <status> <exit code> <restarts> <health> <StartedAt>"
         code = 0
         for container in [a for a in args[1:] if a.endswith("-container-id")]:
             name = container.removesuffix("-container-id")
@@ -178,7 +178,7 @@ def respond(machine: Machine, args: list[str]) -> int:
                 code = 1
                 continue
             fields = (state.get(k, d) for k, d in (("status", "running"), ("exit", 0), ("restarts", 0)))
-            print(name, *fields, state.get("health", "none"))
+            print(name, *fields, state.get("health", "none"), state.get("started", "2026-12-02T08:00:00.000000000Z"))
         return code
     if args[:1] == ["cp"]:
         return copy_out(machine, args[1], args[2])
