@@ -54,8 +54,8 @@ ROOT = bench_env.prepare("init", "query", "bench", "tests")
 import boto3  # noqa: E402
 import compact_hours  # noqa: E402
 import pipeline_target  # noqa: E402
+from bucket_reader import MANIFEST_NAME  # noqa: E402
 from kinesis_event_to_s3 import S3Object, line_to_json, object_key  # noqa: E402
-from logs_query import MANIFEST_NAME  # noqa: E402
 from query_bench import nginx_line  # noqa: E402
 from support import localstack_host  # noqa: E402
 
