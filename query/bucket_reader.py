@@ -155,14 +155,26 @@ class Sink:
         return len(body)
 
 
+def manifest_objects(manifest: dict[str, Any] | None) -> list[str]:
+    """The compacted objects a manifest names, in order: `objects` (rolling compaction
+    writes one per pass), or the single `object` of manifests written before it."""
+    if manifest is None:
+        return []
+    if "objects" in manifest:
+        return list(manifest["objects"])
+    return [manifest["object"]]
+
+
 def objects_to_read(keys: Iterable[str], manifest: dict[str, Any] | None) -> list[str]:
     """Which listed keys of one hour hold its lines, given its compaction manifest (if any).
 
-    The manifest's object replaces its sources; other compacted objects are leftovers of an
+    The manifest's objects replace its sources; other compacted objects are leftovers of an
     earlier or unfinished run and are skipped; everything else arrived after the compaction.
+    The manifest's objects are read even when the listing predates them (a compaction
+    wrote them between the listing and the manifest's read).
     """
     replaced = set(manifest["sources"]) if manifest else set()
-    wanted = [manifest["object"]] if manifest else []
+    wanted = manifest_objects(manifest)
     for key in sorted(keys):
         name = key.rsplit("/", 1)[-1]
         if name.startswith(("_", ".")) or COMPACTED_MARK in name or key in replaced:
@@ -171,7 +183,18 @@ def objects_to_read(keys: Iterable[str], manifest: dict[str, Any] | None) -> lis
     return wanted
 
 
-def read_manifest(bucket: Bucket, prefix: str, keys: Sequence[str]) -> dict[str, Any] | None:
+def _is_manifest(value: Any) -> bool:
+    if not isinstance(value, dict) or not isinstance(value.get("sources"), list):
+        return False
+    objects = value["objects"] if "objects" in value else [value.get("object")]
+    return (
+        isinstance(objects, list)
+        and all(isinstance(k, str) for k in objects)
+        and all(isinstance(k, str) for k in value["sources"])
+    )
+
+
+def read_manifest(bucket: Bucket, prefix: str, keys: Iterable[str]) -> dict[str, Any] | None:
     key = prefix + MANIFEST_NAME
     if key not in keys:
         return None
@@ -179,7 +202,9 @@ def read_manifest(bucket: Bucket, prefix: str, keys: Sequence[str]) -> dict[str,
         manifest = json.loads(bucket.get(key))
     except Missing:
         return None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("object"), str):
+    except ValueError:
+        manifest = None
+    if not _is_manifest(manifest):
         raise Failure(f"s3://{bucket.name}/{key} is not a compaction manifest")
     return manifest
 

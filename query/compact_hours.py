@@ -101,9 +101,10 @@ def compact_hour(
     keys = bucket.list(prefix)
     manifest = bucket_reader.read_manifest(bucket, prefix, keys)
     current = bucket_reader.objects_to_read(keys, manifest)
-    fresh = [key for key in current if not manifest or key != manifest["object"]]
+    merged_before = bucket_reader.manifest_objects(manifest)
+    fresh = [key for key in current if key not in merged_before]
     replaced = sorted(set(manifest["sources"] if manifest else ()) | set(fresh))
-    if fresh:
+    if fresh or len(merged_before) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             try:
                 bodies = list(pool.map(bucket.get, current))
@@ -117,7 +118,7 @@ def compact_hour(
         extra = {"ContentEncoding": "gzip"} if compression == "gzip" else {}
         bucket.client.put_object(Bucket=bucket.name, Key=merged, Body=body, ContentType="application/x-ndjson", **extra)
         done(STEPS[0])
-        document = {"object": merged, "sources": replaced}
+        document = {"objects": [merged], "sources": replaced}
         bucket.client.put_object(
             Bucket=bucket.name,
             Key=prefix + MANIFEST_NAME,
@@ -126,7 +127,7 @@ def compact_hour(
         )
         done(STEPS[1])
     elif manifest:
-        merged, dropped = manifest["object"], 0
+        merged, dropped = merged_before[0], 0
     else:
         return Outcome(prefix, 0, 0)
     listed = set(keys)
