@@ -8,15 +8,19 @@ boto3 only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
+import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, BinaryIO
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+; the tools run on 3.9+
@@ -109,16 +113,122 @@ class Bucket:
         self.name = name
 
     def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+        return list(self.etags(prefix))
+
+    def etags(self, prefix: str) -> dict[str, str]:
+        """Each key under `prefix` with its ETag, in key order."""
+        found: dict[str, str] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
-            keys.extend(item["Key"] for item in page.get("Contents", []))
-        return keys
+            found.update((item["Key"], item.get("ETag", "")) for item in page.get("Contents", []))
+        return found
 
     def get(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             raise Missing(key) from None
+
+
+# --- bytes already on this machine ---------------------------------------------------
+
+_MD5 = re.compile(r'^"?([0-9a-f]{32})"?$')
+_PLAIN_KEY_SEGMENT = re.compile(r"[^%\x00]+")
+CACHE_LIMIT = 2 * 1024**3  # bytes an object cache keeps; the least recently used go first
+
+
+def md5_of(etag: str) -> str | None:
+    """The MD5 an ETag states (a single PUT's, unencrypted or SSE-S3), else None: a
+    multipart or SSE-KMS ETag says nothing a local file can be checked against."""
+    match = _MD5.match(etag.lower())
+    return match.group(1) if match else None
+
+
+class LocalCopies:
+    """Where an object's bytes may already be on this machine, so that a query fetches
+    only what is new: the saved-logs folder the stack keeps (init/bucket_mirror.py's copy,
+    `<dir>/<bucket>/<key>`) and a cache of fetched objects named by their MD5.
+
+    The listing stays the truth: a key is looked up with the ETag the listing gave, and a
+    file serves it only when its bytes have that MD5. A deleted object is not listed, a
+    replaced one has another ETag: neither is ever served from here.
+    """
+
+    def __init__(self, bucket: str, saved: Path | None = None, cache: Path | None = None) -> None:
+        self.saved = saved / bucket if saved else None
+        self.cache = cache
+        self.kept = 0
+
+    def find(self, key: str, etag: str) -> bytes | None:
+        digest = md5_of(etag)
+        if digest is None:
+            return None
+        for path in (self._saved_path(key), self.cache / digest if self.cache else None):
+            if path is None:
+                continue
+            try:
+                body = path.read_bytes()
+            except OSError:
+                continue
+            if hashlib.md5(body).hexdigest() == digest:  # noqa: S324 - S3's ETag is an MD5
+                if path.parent == self.cache:
+                    _touch(path)
+                return body
+        return None
+
+    def keep(self, etag: str, body: bytes) -> None:
+        """Cache a fetched object under its MD5, if it is the ETag (atomically: a reader
+        sees the whole file or none)."""
+        digest = md5_of(etag)
+        if self.cache is None or digest is None or hashlib.md5(body).hexdigest() != digest:  # noqa: S324
+            return
+        self.cache.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".caching-", dir=self.cache)
+        with os.fdopen(handle, "wb") as file:
+            file.write(body)
+        Path(temporary).replace(self.cache / digest)
+        self.kept += len(body)
+
+    def trim(self, limit: int = CACHE_LIMIT) -> None:
+        """Remove the least recently used cached objects past `limit` bytes."""
+        if self.cache is None or not self.cache.is_dir():
+            return
+        entries = []
+        for path in self.cache.iterdir():
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            entries.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= limit:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+
+    def _saved_path(self, key: str) -> Path | None:
+        # the mirror keeps a key as folders when every segment is plain (it encodes others)
+        segments = key.split("/")
+        if self.saved is None or not all(_PLAIN_KEY_SEGMENT.fullmatch(s) and s not in (".", "..") for s in segments):
+            return None
+        return self.saved.joinpath(*segments)
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a concurrent trim removed it: still served
+        os.utime(path)
+
+
+def read_object(bucket: Bucket, key: str, etag: str | None, local: LocalCopies | None) -> tuple[bytes, bool]:
+    """An object's bytes, from this machine when a verified copy is there; (bytes, local?)."""
+    if local is not None and etag:
+        body = local.find(key, etag)
+        if body is not None:
+            return body, True
+    body = bucket.get(key)
+    if local is not None and etag:
+        local.keep(etag, body)
+    return body, False
 
 
 def plain(body: bytes) -> bytes:
@@ -215,29 +325,39 @@ class Fetched:
 
     objects: int = 0
     bytes: int = 0
+    local: int = 0  # objects read from this machine (saved logs, cache), not from S3
     prefixes: int = 0
     seconds: float = 0.0
     retried_hours: list[str] = field(default_factory=list)
 
 
 def fetch_prefixes(
-    bucket: Bucket, prefixes: Sequence[str], sink: Sink, workers: int = 16, attempts: int = 5
+    bucket: Bucket,
+    prefixes: Sequence[str],
+    sink: Sink,
+    workers: int = 16,
+    attempts: int = 5,
+    local: LocalCopies | None = None,
 ) -> Fetched:
     """Write the JSON Lines of every object under `prefixes` (each `.../HH/`) to `sink`.
 
     Lists the hours in parallel, then gets their objects in parallel. An hour is written
     only once all of its objects were read; if one vanished meanwhile (a compaction
     deleted it after writing its replacement), that hour is listed and read again.
+    Objects with a verified copy in `local` are read from there.
     """
     started = time.perf_counter()
     fetched = Fetched(prefixes=len(prefixes))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = list(prefixes)
         for attempt in range(attempts):
-            listings = list(pool.map(bucket.list, pending))
+            listings = list(pool.map(bucket.etags, pending))
             manifests = list(pool.map(lambda p, k: read_manifest(bucket, p, k), pending, listings))
-            plans = {p: objects_to_read(k, m) for p, k, m in zip(pending, listings, manifests)}
-            futures = {p: [pool.submit(bucket.get, key) for key in keys] for p, keys in plans.items()}
+            plans = {p: (objects_to_read(k, m), k) for p, k, m in zip(pending, listings, manifests)}
+            futures = {
+                p: [pool.submit(read_object, bucket, key, etags.get(key), local) for key in keys]
+                for p, (keys, etags) in plans.items()
+            }
             again = []
             for prefix, hour in futures.items():
                 try:
@@ -245,8 +365,9 @@ def fetch_prefixes(
                 except Missing:
                     again.append(prefix)
                     continue
-                for body in bodies:
+                for body, here in bodies:
                     fetched.bytes += sink.write(body)
+                    fetched.local += here
                 fetched.objects += len(bodies)
             fetched.retried_hours.extend(again)
             pending = again
@@ -280,6 +401,31 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", default=env("BUCKET_NAME") or "nginx-accesslog", help="$BUCKET_NAME")
     parser.add_argument("--workers", type=_workers, default=16, help="parallel S3 requests (default %(default)s)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_local_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where verified copies of objects may already be (LocalCopies)."""
+    env = os.environ.get
+    parser.add_argument(
+        "--saved-logs",
+        type=Path,
+        default=env("PIPELINE_DATA_DIR") or None,
+        help="the stack's saved-logs folder: objects whose copy there matches their ETag are read from it "
+        "(default: $PIPELINE_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=env("QUERY_CACHE_DIR") or None,
+        help="keep fetched objects here, by ETag, so a repeated query fetches only new ones "
+        "(default: $QUERY_CACHE_DIR; none)",
+    )
+
+
+def local_copies(args: argparse.Namespace) -> LocalCopies | None:
+    if not args.saved_logs and not args.cache_dir:
+        return None
+    return LocalCopies(args.bucket, args.saved_logs, args.cache_dir)
 
 
 def _workers(text: str) -> int:

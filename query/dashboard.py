@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import bucket_reader
 import logs_query
 import tail
-from bucket_reader import Missing, objects_to_read, read_manifest
+from bucket_reader import LocalCopies, Missing, objects_to_read, read_manifest, read_object
 from logs_query import ERROR_COLUMNS, ERROR_PREFIX, LOG_COLUMNS, Bucket, Sink
 
 HERE = Path(__file__).resolve().parent
@@ -99,8 +100,10 @@ class Store:
         workers: int = 16,
         clock: Callable[[], datetime] | None = None,
         memory_limit: str = "1GB",
+        local: LocalCopies | None = None,
     ) -> None:
         self.bucket = bucket
+        self.local = local  # verified copies on this machine (the saved logs) before GETs
         self.workers = workers
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tmp = Path(tempfile.mkdtemp(prefix="dashboard_"))
@@ -179,7 +182,8 @@ class Store:
         if not new:
             return
         try:
-            bodies = list(pool.map(self.bucket.get, new))
+            read = pool.map(lambda key: read_object(self.bucket, key, etags.get(key), self.local), new)
+            bodies = [body for body, _ in read]
         except Missing:
             return  # a compaction ran meanwhile: the next refresh reads its object
         stem = self.tmp / "batch"
@@ -635,10 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--function", default=os.environ.get("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="its log group"
     )
-    parser.add_argument(
-        "--saved-logs", type=Path, default=os.environ.get("PIPELINE_DATA_DIR"), help="the saved-logs folder, read-only"
-    )
     logs_query.add_target_arguments(parser)
+    bucket_reader.add_local_arguments(parser)  # --saved-logs: also counted by the pipeline panel
     return parser
 
 
@@ -647,7 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         endpoint = None if args.aws else args.endpoint_url
         client = logs_query.s3_client(endpoint, args.region, args.workers)
-        store = Store(Bucket(client, args.bucket), args.workers, memory_limit=args.memory_limit)
+        local = bucket_reader.local_copies(args)
+        store = Store(Bucket(client, args.bucket), args.workers, memory_limit=args.memory_limit, local=local)
         app = App(store, vendor_dir(args.vendor_dir))
         app.function = FunctionLog(_logs_client(endpoint, args.region), args.function)
         app.saved = SavedLogs(args.saved_logs) if args.saved_logs else None

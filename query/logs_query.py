@@ -39,11 +39,14 @@ from bucket_reader import (  # beside this file: python3 puts the script's folde
     Bucket,
     Failure,
     Fetched,
+    LocalCopies,
     Sink,
+    add_local_arguments,
     add_target_arguments,
     describe,
     fetch_prefixes,
     hour_prefixes,
+    local_copies,
     s3_client,
     time_range,
 )
@@ -304,29 +307,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", dest="end", help="range end (exclusive), ISO 8601 (default: now)")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
     add_target_arguments(parser)
+    add_local_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no note on stderr about what was read")
     return parser
 
 
-def _fetch_to_files(bucket: Bucket, prefixes: list[str], stem: Path, workers: int) -> list[Any]:
+def _fetch_to_files(
+    bucket: Bucket, prefixes: list[str], stem: Path, workers: int, local: LocalCopies | None
+) -> list[Any]:
     """Fetch into `stem`.jsonl and `stem`.jsonl.gz: the non-empty files, then the counts."""
     plain_file, gzip_file = stem.with_suffix(".jsonl"), stem.with_suffix(".jsonl.gz")
     with plain_file.open("wb") as plain_sink, gzip_file.open("wb") as gzip_sink:
-        fetched = fetch_prefixes(bucket, prefixes, Sink(plain_sink, gzip_sink), workers)
+        fetched = fetch_prefixes(bucket, prefixes, Sink(plain_sink, gzip_sink), workers, local=local)
     files: list[Any] = [str(f) for f in (plain_file, gzip_file) if f.stat().st_size]
     return [*files, fetched]
 
 
 def query(
-    bucket: Bucket, start: datetime, end: datetime, sql: str | None, fmt: str, out: TextIO, workers: int = 16
+    bucket: Bucket,
+    start: datetime,
+    end: datetime,
+    sql: str | None,
+    fmt: str,
+    out: TextIO,
+    workers: int = 16,
+    local: LocalCopies | None = None,
 ) -> Fetched:
-    """Fetch the range's objects, load them, answer `sql` (or print the summary)."""
+    """Fetch the range's objects (verified local copies first), load them, answer `sql`
+    (or print the summary)."""
     bucket.client.head_bucket(Bucket=bucket.name)  # one clear error before many requests
     hours = hour_prefixes(start, end)
     with tempfile.TemporaryDirectory(prefix="logs_query_") as tmp:
-        logs_files = _fetch_to_files(bucket, [h + "/" for h in hours], Path(tmp) / "logs", workers)
+        logs_files = _fetch_to_files(bucket, [h + "/" for h in hours], Path(tmp) / "logs", workers, local)
         fetched = logs_files.pop()
-        errors_files = _fetch_to_files(bucket, [ERROR_PREFIX + h + "/" for h in hours], Path(tmp) / "errors", workers)
+        error_hours = [ERROR_PREFIX + h + "/" for h in hours]
+        errors_files = _fetch_to_files(bucket, error_hours, Path(tmp) / "errors", workers, local)
         errors = errors_files.pop()
         con = connect()
         try:
@@ -338,6 +353,7 @@ def query(
             raise
     fetched.objects += errors.objects
     fetched.bytes += errors.bytes
+    fetched.local += errors.local
     fetched.prefixes += errors.prefixes
     fetched.seconds += errors.seconds
     if sql is None:
@@ -364,10 +380,14 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         bucket = Bucket(s3_client(None if args.aws else args.endpoint_url, args.region, args.workers), args.bucket)
         began = time.perf_counter()
-        fetched = query(bucket, start, end, args.sql, args.format, out, args.workers)
+        local = local_copies(args)
+        fetched = query(bucket, start, end, args.sql, args.format, out, args.workers, local)
+        if local is not None:
+            local.trim()
         if not args.quiet:
+            here = f" ({fetched.local} already on this machine)" if local is not None else ""
             print(
-                f"logs_query: read {fetched.objects} object(s), {fetched.bytes / 1e6:.1f} MB, "
+                f"logs_query: read {fetched.objects} object(s){here}, {fetched.bytes / 1e6:.1f} MB, "
                 f"from s3://{args.bucket} in {time.perf_counter() - began:.2f} s",
                 file=sys.stderr,
             )

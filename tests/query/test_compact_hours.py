@@ -159,8 +159,8 @@ class RacingBucket(logs_query.Bucket):
             self.done = True
             compact_hours.compact_hour(self.other, HOUR)
 
-    def list(self, prefix: str) -> list[str]:
-        found = super().list(prefix)
+    def etags(self, prefix: str) -> dict[str, str]:  # the reader's listing
+        found = super().etags(prefix)
         self._race("list", prefix)
         return found
 
