@@ -86,7 +86,8 @@ def test_late_objects_are_read_beside_the_merged_one_then_merged(aws, hour, writ
 def merged_lines(bucket: logs_query.Bucket, prefix: str) -> list[dict]:
     """The records of the hour's merged object, read raw (not through the query tool)."""
     manifest = bucket_reader.read_manifest(bucket, prefix, bucket.list(prefix))
-    return [json.loads(line) for line in bucket_reader.plain(bucket.get(bucket_reader.manifest_objects(manifest)[-1])).splitlines()]
+    merged = bucket.get(bucket_reader.manifest_objects(manifest)[-1])
+    return [json.loads(line) for line in bucket_reader.plain(merged).splitlines()]
 
 
 def test_a_compacted_hour_holds_each_request_id_once(aws, writer):
