@@ -265,6 +265,20 @@ class Sink:
         return len(body)
 
 
+class Sinks:
+    """Objects spread over several sinks in turn (one file per core: DuckDB inflates a
+    gzip file on one thread)."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self.sinks = list(sinks)
+        self.written = 0
+
+    def write(self, body: bytes) -> int:
+        sink = self.sinks[self.written % len(self.sinks)]
+        self.written += 1
+        return sink.write(body)
+
+
 def manifest_objects(manifest: dict[str, Any] | None) -> list[str]:
     """The compacted objects a manifest names, in order: `objects` (rolling compaction
     writes one per pass), or the single `object` of manifests written before it."""
@@ -334,7 +348,7 @@ class Fetched:
 def fetch_prefixes(
     bucket: Bucket,
     prefixes: Sequence[str],
-    sink: Sink,
+    sink: Sink | Sinks,
     workers: int = 16,
     attempts: int = 5,
     local: LocalCopies | None = None,
