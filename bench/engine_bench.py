@@ -14,6 +14,9 @@ Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in i
   lost), requests sent from this host to the published port, lines through the compose
   network (nginx -> fluentd -> LocalStack);
 - each container's memory (docker stats) at start and after --soak seconds of traffic;
+- with --queries N: during the soak, N rounds of the user's query commands, each timed
+  from the shell (`./start.sh query --since 1h`, a GROUP BY over 1h, `--since 15m`), with
+  the newest row's age when the query began;
 - disk: the images, and this stack's volumes.
 """
 
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bench_env
@@ -105,6 +109,43 @@ def load(stack: Stack, rate: float, seconds: float) -> None:
     )
 
 
+QUERIES = {
+    "summary 1h": ["query", "--since", "1h"],
+    "GROUP BY 1h": ["query", "--since", "1h", "--format", "csv", "SELECT status, count(*) AS n FROM logs GROUP BY 1"],
+    "summary 15m": ["query", "--since", "15m"],
+}
+NEWEST = ["query", "--since", "1h", "--format", "csv", "SELECT max(timestamp) FROM logs"]
+
+
+def queries(stack: Stack, rounds: int, seconds: float) -> None:
+    """The user's query commands, timed as the shell sees them, spread over `seconds`."""
+    times: dict[str, list[float]] = {name: [] for name in QUERIES}
+    for n in range(rounds):
+        began_round = time.monotonic()
+        for name, command in QUERIES.items():
+            began = time.monotonic()
+            result = stack.run(*command, timeout=300)
+            times[name].append(time.monotonic() - began)
+            if result.returncode != 0:
+                raise SystemExit(f"engine_bench: ./start.sh {' '.join(command)} failed:\n{result.stderr}")
+        asked = time.time()
+        newest = stack.run(*NEWEST, timeout=300).stdout.strip().splitlines()[-1]
+        age = asked - datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()
+        print(
+            f"queries round {n + 1}: "
+            + ", ".join(f"{name} {values[-1]:.2f} s" for name, values in times.items())
+            + f", newest row {age:.1f} s old, load {pipeline_bench.load_average()}",
+            flush=True,
+        )
+        time.sleep(max(0.0, seconds / rounds - (time.monotonic() - began_round)))
+    for name, values in times.items():
+        print(
+            f"./start.sh {name}: p50 {pipeline_bench.percentile(values, 50):.2f} s, max {max(values):.2f} s "
+            f"over {len(values)} runs",
+            flush=True,
+        )
+
+
 def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         stack = Stack(Path(folder) / "stack", engine_env)
@@ -115,9 +156,15 @@ def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
             if args.soak > args.seconds:
                 pipeline_bench_soak = args.soak - args.seconds
                 print(f"soak: {args.rate:g} req/s for {pipeline_bench_soak:g} s more", flush=True)
-                asyncio.run(
-                    pipeline_bench.send_load(int(stack.env["WEB_PORT"]), args.rate, pipeline_bench_soak, "soak")
+                soak = threading.Thread(
+                    target=lambda: asyncio.run(
+                        pipeline_bench.send_load(int(stack.env["WEB_PORT"]), args.rate, pipeline_bench_soak, "soak")
+                    )
                 )
+                soak.start()
+                if args.queries:
+                    queries(stack, args.queries, pipeline_bench_soak)
+                soak.join()
             memory(stack, f"after {max(args.soak, args.seconds):g} s of traffic")
             disk(stack)
             began = time.monotonic()
@@ -133,6 +180,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100, help="requests a second (default 100)")
     parser.add_argument("--seconds", type=float, default=300, help="measured seconds of traffic (default 300)")
     parser.add_argument("--soak", type=float, default=600, help="seconds of traffic before the second memory reading")
+    parser.add_argument("--queries", type=int, default=0, help="rounds of ./start.sh query during the soak")
     parser.add_argument("--cold", action="store_true", help="a new engine data root: build every image from nothing")
     args = parser.parse_args()
     problem = engine_problem()
