@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 import bucket_reader
 import logs_query
 import tail
-from bucket_reader import LocalCopies, Missing, objects_to_read, read_manifest, read_object
+from bucket_reader import LocalCopies, Missing, manifest_objects, objects_to_read, read_manifest, read_object
 from logs_query import ERROR_COLUMNS, ERROR_PREFIX, LOG_COLUMNS, Bucket, Sink
 
 HERE = Path(__file__).resolve().parent
@@ -89,6 +89,8 @@ class Hour:
     bytes: int = 0
     listing: dict[str, tuple[int, str]] = field(default_factory=dict)  # key -> (size, ETag)
     listed_at: float = 0.0  # monotonic time of the last full listing
+    named: list[str] = field(default_factory=list)  # the manifest's objects, as last loaded
+    sources: set[str] = field(default_factory=set)  # the manifest's sources, as last loaded
 
 
 class Store:
@@ -169,17 +171,20 @@ class Store:
         plan = objects_to_read(listing, manifest)
         hour = self.hours.setdefault(prefix, Hour())
         etags = {key: etag for key, (_, etag) in hour.listing.items()}
-        # Compacted since (an object read is no longer to be read), or an object read was
-        # rewritten (the function trims an object after a failed put, and its retry writes
-        # the trimmed lines anew): read the hour again.
-        rewritten = any(etags.get(key) != etag for key, etag in hour.loaded.items())
-        if rewritten or not set(hour.loaded) <= set(plan):
+        # Compacted since (an object read is no longer to be read) and not adoptable, or an
+        # object read was rewritten (the function trims an object after a failed put, and
+        # its retry writes the trimmed lines anew): read the hour again.
+        rewritten = any(etag and etags.get(key, etag) != etag for key, etag in hour.loaded.items())
+        named = manifest_objects(manifest)
+        sources = set(manifest["sources"]) if manifest else set()
+        if rewritten or not (set(hour.loaded) <= set(plan) or self._adopted(hour, plan, named, sources, etags)):
             self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
             hour.loaded = {}
         hour.objects = len(plan)
         hour.bytes = sum(listing.get(key, 0) for key in plan)
         new = [key for key in plan if key not in hour.loaded]
         if not new:
+            hour.named, hour.sources = named, sources
             return
         try:
             read = pool.map(lambda key: read_object(self.bucket, key, etags.get(key), self.local), new)
@@ -210,6 +215,26 @@ class Store:
                 [prefix, files],
             )
         hour.loaded.update((key, etags.get(key, "")) for key in new)
+        hour.named, hour.sources = named, sources
+
+    @staticmethod
+    def _adopted(hour: Hour, plan: list[str], named: list[str], sources: set[str], etags: dict[str, str]) -> bool:
+        """Take a compaction that ran since the last load without reading the hour again.
+
+        Its new objects hold the lines of what it took in: raw objects now among the
+        manifest's sources, compacted objects it no longer names. When all of those were
+        loaded, the rows are already right (a re-sent copy it dropped is dropped by the
+        windows' dedupe too), so the new objects count as loaded, unread. The rolling
+        compactor (compact_hours.py --follow) changes the open hour every pass.
+        """
+        gone = set(hour.loaded) - set(plan)
+        taken = (sources - hour.sources) | (set(hour.named) - set(named))
+        if not gone or not taken <= set(hour.loaded) or not gone <= taken:
+            return False
+        for key in gone:
+            del hour.loaded[key]
+        hour.loaded.update((key, etags.get(key, "")) for key in named if key not in hour.loaded)
+        return True
 
     def _forget(self, before: datetime) -> None:
         oldest = before.strftime("%Y/%m/%d/%H/")
