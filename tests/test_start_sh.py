@@ -24,6 +24,7 @@ from support.compose import ROOT, compose
 from support.net import free_port
 
 TOOLS = ["bash", "dirname", "basename", "sed", "grep", "cut", "tail", "head", "cat", "mktemp", "rm", "mkdir"]
+TOOLS += ["find", "cksum", "sort", "tr"]  # the query sources' checksum
 BOUND = 15  # seconds from a knowable failure to start.sh's exit (issue: "within 15 s")
 
 PROVISIONING = "provisioning still running: 10-provision.sh"
@@ -787,14 +788,17 @@ def test_tests_pass_while_another_localstack_holds_4566(start):
 def tools_on_moto(aws, start):
     """A running stack whose LocalStack is moto, for ./start.sh query/traffic/compact."""
 
-    def _run(*args: str, web_url: str = "", health: str = "healthy") -> Run:
+    def _run(*args: str, web_url: str = "", health: str = "healthy", dashboard: dict | None = None) -> Run:
         state = {**HEALTHY, "health": health}
+        services = {name: timeline((0, state)) for name in ("localstack", "fluentd", "web")}
+        if dashboard is not None:
+            services["dashboard"] = timeline((0, dashboard))
         scenario = {
             **healthy_stack(),
             "exec_endpoint": aws,
             "web_url": web_url,
             "query_env": {k: str(v) for k, v in compose()["services"]["query"]["environment"].items()},
-            "services": {name: timeline((0, state)) for name in ("localstack", "fluentd", "web")},
+            "services": services,
         }
         return start(*args, scenario=scenario)
 
@@ -821,8 +825,38 @@ def test_query_answers_sql_over_what_the_handler_wrote(tools_on_moto, handler_mo
     # then the answer comes from the query image's tool, and the SQL stayed data
     assert result.code == 0, result.stderr
     assert result.stdout.splitlines() == ["status,n", "200,1", "404,1"]
-    assert ["compose", "--profile", "tools", "build", "--quiet", "query"] in result.calls
+    assert BUILD in result.calls
     assert not marker.exists()
+
+
+BUILD = ["compose", "--profile", "tools", "build", "--quiet", "query"]
+
+
+def test_the_query_image_is_built_again_only_when_query_changed(tools_on_moto, bucket, tmp_path):
+    sql = "SELECT 1 AS one"
+    # the first query builds the image; the next one finds it built from these sources
+    first, second = (tools_on_moto("query", "--format", "csv", sql) for _ in range(2))
+    assert first.code == second.code == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout == "one\n1\n"
+    assert BUILD in first.calls and BUILD not in second.calls
+    # a changed query/ file is built in before the next query
+    (tmp_path / "work" / "query").mkdir()
+    (tmp_path / "work" / "query" / "logs_query.py").write_text("# edited\n")
+    third = tools_on_moto("query", "--format", "csv", sql)
+    assert third.code == 0 and BUILD in third.calls
+
+
+@pytest.mark.parametrize("image", ["current", "older"])
+def test_a_query_runs_in_the_dashboard_container_when_it_runs_the_built_image(tools_on_moto, bucket, image):
+    dashboard = {"status": "running", "health": "healthy"}
+    if image == "older":  # started before query/ changed and the image was built again
+        dashboard["image"] = "sha256:an-older-build"
+    result = tools_on_moto("query", "--format", "csv", "SELECT 2 AS two", dashboard=dashboard)
+    assert result.code == 0, result.stderr
+    assert result.stdout == "two\n2\n"
+    ran = [call for call in result.calls if "/opt/query/logs_query.py" in call]
+    expected = ["exec", "-T", "dashboard"] if image == "current" else ["--profile", "tools", "run"]
+    assert len(ran) == 1 and ran[0][1:4] == expected, ran
 
 
 def test_traffic_goes_through_nginx(tools_on_moto, nginx):

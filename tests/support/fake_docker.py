@@ -1,8 +1,10 @@
 """A stand-in for the `docker` CLI (with Compose v2) that plays a scripted machine.
 
 It stands in for Docker where start.sh meets it: `docker info`, `compose version`,
-`compose up --detach --build`, `compose ps`, `inspect`, `image inspect`, `compose logs`,
-`compose exec`, `compose run` (the query tools, and one-off localstack containers),
+`compose up --detach --build`, `compose ps`, `inspect`, `image inspect` (the query
+image's id and source label), `compose build` (records that label), `compose logs`,
+`compose exec` (LocalStack's commands, the query tools in the dashboard's container),
+`compose run` (the query tools, and one-off localstack containers),
 `compose stop`, `compose down`, `cp` and `rm`. It plays Compose's real behaviours,
 as docker/compose and moby document them (shared/facts, "Docker Compose v2"):
 `up --detach` blocks until each `service_healthy` dependency is healthy and then fails
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 # second, so it starts in about 20 ms
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVICES = ("localstack", "fluentd", "web")
+QUERY_IMAGE_ID = "sha256:query-image-as-built"
 
 
 def install(bin_dir: Path, scenario: dict[str, Any], state_dir: Path) -> dict[str, str]:
@@ -166,7 +169,21 @@ def respond(machine: Machine, args: list[str]) -> int:
     if args[:1] == ["info"]:
         return 0 if scenario.get("engine", True) else 1
     if args[:2] == ["image", "inspect"]:
-        return 0 if scenario.get("images_present", True) else 1
+        if not scenario.get("images_present", True):
+            return 1
+        form = args[args.index("--format") + 1] if "--format" in args else ""
+        if form == "{{.Id}}":
+            print(QUERY_IMAGE_ID)
+        elif "query-source" in form:  # the label `compose build` gave the query image
+            print(_read(machine.state, "query_source") or "<no value>")
+        return 0
+    if args[:1] == ["inspect"] and "{{.Image}}" in " ".join(args):
+        # start.sh's dashboard check: "<service label> <status> <image id>"
+        for container in [a for a in args[1:] if a.endswith("-container-id")]:
+            name = container.removesuffix("-container-id")
+            state = machine.service(name) or {}
+            print(name, state.get("status", "running"), state.get("image", QUERY_IMAGE_ID))
+        return 0
     if args[:1] == ["inspect"]:
         # start.sh's --format: "<service label> <status> <exit code> <restarts> <health> <StartedAt>"
         code = 0
@@ -195,7 +212,8 @@ def respond(machine: Machine, args: list[str]) -> int:
     if command == "version":
         return 0 if scenario.get("compose", True) else 1
     if command == "ps":
-        names = [a for a in rest if a in SERVICES] or list(SERVICES)
+        extra = [name for name in scenario.get("services", {}) if name not in SERVICES]  # e.g. the dashboard
+        names = [a for a in rest if a in SERVICES] or [*SERVICES, *extra]
         running_only = "--status" in rest
         for name in names:
             state = machine.service(name)
@@ -216,6 +234,9 @@ def respond(machine: Machine, args: list[str]) -> int:
         return up.get("exit", 0)
     if command == "logs":
         print(scenario.get("logs", {}).get(rest[-1], ""))
+        return 0
+    if command == "build":
+        _write(machine.state, "query_source", os.environ.get("QUERY_SOURCE", "unknown"))
         return 0
     if command == "exec":
         return exec_in(machine, [a for a in rest if a not in ("-T", "--interactive")])
@@ -388,6 +409,8 @@ def exec_in(machine: Machine, args: list[str]) -> int:
         return outcome.get("exit", 0)
     if service == "localstack" and command[:1] == ["python3"] and command[1].startswith("/opt/pipeline/init/"):
         return init_command(machine, command[1:])
+    if service == "dashboard" and command[:1] == ["python3"]:  # the query image's tools
+        return run_tool(machine, ["query", *command])
     if service == "fluentd" and command == ["bash", "/fluentd/tools/drain_status.sh"]:
         return drain_status(machine)
     print(f"fake docker: no such command in the container: {command}", file=sys.stderr)
