@@ -699,7 +699,7 @@ status() {
 # passed on as they are, never evaluated.
 QUERY_IMAGE=centralized-logging-pipeline/query:duckdb-2.0.1
 tool() {
-  local script=$1 needs=$2 health built flags=()
+  local script=$1 needs=$2 health built dashboard flags=()
   shift 2
   check_docker
   refresh_states
@@ -709,25 +709,31 @@ tool() {
     echo "First use: building the query tools' image (a minute or so)..." >&2
   fi
   [[ "${built:-}" == "$QUERY_SOURCE" ]] || docker compose --profile tools build --quiet query
-  [[ -t 0 && -t 1 ]] || flags=(-T) # no terminal: plain output, e.g. --format csv > file
-  if [[ "$script" == logs_query.py ]] && dashboard_runs "$(docker image inspect --format '{{.Id}}' "$QUERY_IMAGE" 2>/dev/null)"; then
-    # The dashboard's container runs this very image, with the query service's settings
-    # and the saved logs: a query there creates no container (~1 s less, docs/performance.md).
-    exec docker compose exec ${flags[@]+"${flags[@]}"} dashboard python3 "/opt/query/$script" "$@"
+  if [[ "$script" == logs_query.py ]]; then
+    dashboard=$(dashboard_running "$(docker image inspect --format '{{.Id}}' "$QUERY_IMAGE" 2>/dev/null)")
+    if [[ -n "$dashboard" ]]; then
+      # The dashboard's container runs this very image, with the query service's settings
+      # and the saved logs: a query there creates no container (~1 s less, docs/performance.md).
+      [[ -t 0 && -t 1 ]] && flags=(--interactive --tty) # Ctrl-C reaches the query
+      exec docker exec ${flags[@]+"${flags[@]}"} "$dashboard" python3 "/opt/query/$script" "$@"
+    fi
   fi
+  [[ -t 0 && -t 1 ]] || flags=(-T) # no terminal: plain output, e.g. --format csv > file
   exec docker compose --profile tools run --rm --no-deps ${flags[@]+"${flags[@]}"} query python3 "/opt/query/$script" "$@"
 }
 SOURCE_LABEL=org.centralized-logging-pipeline.query-source
 
-# Whether the dashboard's container (of refresh_states' containers) is running image $1.
-dashboard_runs() {
-  local service status image
-  [[ -n "$1" && -n "$CONTAINER_IDS" ]] || return 1
+# The dashboard's container id if it is running image $1 (of refresh_states' containers).
+dashboard_running() {
+  local id service status image
+  [[ -n "$1" && -n "$CONTAINER_IDS" ]] || return 0
   # shellcheck disable=SC2086 # one argument per container id
-  while read -r service status image; do
-    [[ "$service" == dashboard && "$status" == running && "$image" == "$1" ]] && return 0
-  done < <(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.Image}}' $CONTAINER_IDS 2>/dev/null || true)
-  return 1
+  while read -r id service status image; do
+    if [[ "$service" == dashboard && "$status" == running && "$image" == "$1" ]]; then
+      echo "$id"
+      return 0
+    fi
+  done < <(docker inspect --format '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.Image}}' $CONTAINER_IDS 2>/dev/null || true)
 }
 
 # `./start.sh COMMAND --help`: that command's lines of the usage above; no Docker needed.

@@ -855,8 +855,8 @@ def test_a_query_runs_in_the_dashboard_container_when_it_runs_the_built_image(to
     assert result.code == 0, result.stderr
     assert result.stdout == "two\n2\n"
     ran = [call for call in result.calls if "/opt/query/logs_query.py" in call]
-    expected = ["exec", "-T", "dashboard"] if image == "current" else ["--profile", "tools", "run"]
-    assert len(ran) == 1 and ran[0][1:4] == expected, ran
+    expected = ["exec", "dashboard-container-id"] if image == "current" else ["compose", "--profile", "tools", "run"]
+    assert len(ran) == 1 and ran[0][: len(expected)] == expected, ran
 
 
 def test_traffic_goes_through_nginx(tools_on_moto, nginx):

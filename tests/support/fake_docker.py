@@ -3,7 +3,7 @@
 It stands in for Docker where start.sh meets it: `docker info`, `compose version`,
 `compose up --detach --build`, `compose ps`, `inspect`, `image inspect` (the query
 image's id and source label), `compose build` (records that label), `compose logs`,
-`compose exec` (LocalStack's commands, the query tools in the dashboard's container),
+`compose exec` (LocalStack's commands), `exec` (the query tool in the dashboard's container),
 `compose run` (the query tools, and one-off localstack containers),
 `compose stop`, `compose down`, `cp` and `rm`. It plays Compose's real behaviours,
 as docker/compose and moby document them (shared/facts, "Docker Compose v2"):
@@ -178,12 +178,19 @@ def respond(machine: Machine, args: list[str]) -> int:
             print(_read(machine.state, "query_source") or "<no value>")
         return 0
     if args[:1] == ["inspect"] and "{{.Image}}" in " ".join(args):
-        # start.sh's dashboard check: "<service label> <status> <image id>"
+        # start.sh's dashboard check: "<container id> <service label> <status> <image id>"
         for container in [a for a in args[1:] if a.endswith("-container-id")]:
             name = container.removesuffix("-container-id")
             state = machine.service(name) or {}
-            print(name, state.get("status", "running"), state.get("image", QUERY_IMAGE_ID))
+            print(container, name, state.get("status", "running"), state.get("image", QUERY_IMAGE_ID))
         return 0
+    if args[:1] == ["exec"]:  # `docker exec [-i -t] CONTAINER CMD...`: a query tool in the dashboard's
+        rest = [a for a in args[1:] if a not in ("--interactive", "--tty")]
+        name = rest[0].removesuffix("-container-id")
+        if name != "dashboard" or (machine.service(name) or {}).get("status", "running") != "running":
+            print(f"Error response from daemon: container {rest[0]} is not running", file=sys.stderr)
+            return 1
+        return exec_in(machine, [name, *rest[1:]])
     if args[:1] == ["inspect"]:
         # start.sh's --format: "<service label> <status> <exit code> <restarts> <health> <StartedAt>"
         code = 0
