@@ -233,8 +233,15 @@ def roll_hour(
     sources = list(manifest["sources"]) if manifest else []
     raw = [key for key in bucket_reader.objects_to_read(listed, manifest) if key not in objects]
     settled = [key for key in raw if listed[key][0] <= now - settle]
-    # sources a crashed pass left behind (manifest written, deletes not done)
+    # what a crashed pass left behind: sources (manifest written, deletes not done), and
+    # compacted objects no manifest names, once settled (another compactor's in-flight
+    # object, between its object and manifest steps, is seconds old)
     leftovers = [key for key in sources if key in listed]
+    unnamed = [
+        key
+        for key, (modified, _) in listed.items()
+        if COMPACTED_MARK in key.rsplit("/", 1)[-1] and key not in objects and modified <= now - settle
+    ]
     rolled = Rolled(prefix, unsettled=len(raw) - len(settled), objects=len(objects))
     folded: list[str] = []
     if settled:
@@ -256,14 +263,14 @@ def roll_hour(
         _put_manifest(bucket, prefix, [*kept, merged], sorted(set(sources) | set(settled)))
         done(STEPS[1])
         rolled.merged, rolled.folded, rolled.objects = len(settled), len(folded), len(kept) + 1
-    elif not leftovers:
+    elif not leftovers and not unnamed:
         return rolled
     else:
         merged = ""
     gone = sorted(set(settled) | set(leftovers))
     _delete(bucket, gone)
     done(STEPS[2])
-    superseded = [key for key in folded if key != merged]
+    superseded = sorted({*folded, *unnamed} - {merged})
     _delete(bucket, superseded)
     done(STEPS[3])
     rolled.deleted = len(gone) + len(superseded)
@@ -350,6 +357,7 @@ class Follower:
             self.stop.wait(max(0.0, self.every - (time.monotonic() - began)))
 
     def one_pass(self, now: datetime | None = None) -> None:
+        """Roll the open hours and merge the closed ones, as of `now` (tests pass another)."""
         now = now or datetime.now(UTC)
         if not self.ready():
             return
@@ -361,8 +369,9 @@ class Follower:
         for start in open_hours:
             for prefix in (f"{start:%Y/%m/%d/%H}/", f"{ERROR_PREFIX}{start:%Y/%m/%d/%H}/"):
                 self.step()
+                # settled by the clock the bucket's LastModified follows, whatever `now` says
                 rolled = roll_hour(
-                    self.bucket, prefix, now, self.settle_open, self.compression, self.workers, self.step
+                    self.bucket, prefix, None, self.settle_open, self.compression, self.workers, self.step
                 )
                 if rolled.merged or rolled.deleted:
                     self.say(str(rolled))
