@@ -51,6 +51,7 @@ NOTIFICATION_ID = "pipeline-saved-logs"
 STATE_FOLDER = ".mirror"  # beside the buckets' folders; bucket names never start with "."
 PROGRESS_SECONDS = 5.0
 INTERNAL_CALL_HEADER = "x-localstack-data"
+MANIFEST_NAME = "_compaction.json"  # query/bucket_reader.py: an hour's compaction manifest
 
 
 # --- keys and files: pure functions ----------------------------------------------------
@@ -82,7 +83,7 @@ def content_headers(key: str) -> dict[str, str]:
 
     Only bytes are saved; these come back from the key's name, as the writers set them.
     """
-    if key.endswith("/_compaction.json"):
+    if key.endswith("/" + MANIFEST_NAME):
         return {"ContentType": "application/json"}
     if key.endswith(".json.gz"):
         return {"ContentType": "application/x-ndjson", "ContentEncoding": "gzip"}
@@ -275,9 +276,15 @@ def restore(s3: Any, copy: Copy, region: str, workers: int = 16) -> str:
             s3.put_object(Bucket=copy.bucket, Key=key, Body=body, ContentLength=size, **content_headers(key))
         progress.add(size)
 
+    # Compaction manifests last, once every object they name is back: a reader (or the
+    # compactor) that sees a manifest finds its objects, and one that sees compacted objects
+    # without their manifest skips them and reads the raw objects instead.
+    first = [item for item in missing if not item[0].endswith("/" + MANIFEST_NAME)]
+    manifests = [item for item in missing if item[0].endswith("/" + MANIFEST_NAME)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for _ in pool.map(put, missing):
-            pass
+        for batch in (first, manifests):
+            for _ in pool.map(put, batch):
+                pass
     kept = len(saved) - len(missing)
     note = f" ({kept:,} were there already)" if kept else ""
     return (

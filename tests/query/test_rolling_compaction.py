@@ -36,11 +36,11 @@ def new_bucket(endpoint: str) -> bucket_reader.Bucket:
     return bucket_reader.Bucket(boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1"), BUCKET)
 
 
-def request_ids(bucket: bucket_reader.Bucket) -> Counter:
-    """request_id -> copies, as bucket_reader.fetch_prefixes hands hour 17 to a reader."""
+def request_ids(bucket: bucket_reader.Bucket, prefixes: list[str] | None = None, attempts: int = 5) -> Counter:
+    """request_id -> copies, as bucket_reader.fetch_prefixes hands the hours to a reader."""
     plain, gz = io.BytesIO(), io.BytesIO()
-    bucket_reader.fetch_prefixes(bucket, [HOUR], bucket_reader.Sink(plain, gz))
-    data = plain.getvalue() + bucket_reader.plain(gz.getvalue()) if gz.getvalue() else plain.getvalue()
+    bucket_reader.fetch_prefixes(bucket, prefixes or [HOUR], bucket_reader.Sink(plain, gz), attempts=attempts)
+    data = plain.getvalue() + (bucket_reader.plain(gz.getvalue()) if gz.getvalue() else b"")
     return Counter(json.loads(line).get("request_id") for line in data.splitlines() if line.strip())
 
 
@@ -453,3 +453,60 @@ def test_help_documents_follow(capsys):
         compact_hours.main(["--help"])
     text = capsys.readouterr().out
     assert "--follow" in text and "--every" in text and "--settle-open" in text and "--heartbeat" in text
+
+
+# --- (f) restore racing a reader ------------------------------------------------------
+
+
+class Watching:
+    """An S3 client whose every put_object is followed by a reader's look at the bucket."""
+
+    def __init__(self, client, look) -> None:
+        self.client, self.look = client, look
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def put_object(self, **kwargs):
+        answer = self.client.put_object(**kwargs)
+        self.look(kwargs["Key"])
+        return answer
+
+
+def test_a_reader_racing_a_restore_never_sees_a_line_twice_or_a_missing_object(aws, writer, tmp_path):
+    import bucket_mirror
+
+    # given hours that rolling passes left as segments, a raw object and a manifest, saved
+    bucket = new_bucket(aws)
+    hours = [T17 + timedelta(hours=h) for h in range(4)]
+    prefixes = [f"{at:%Y/%m/%d/%H}/" for at in hours]
+    expected: Counter = Counter()
+    for h, at in enumerate(hours):
+        for n in range(3):
+            ids = [f"{h:02x}{n:02x}{i:028x}" for i in range(1 + 6 * (n == 0))]
+            writer.batch([timed_line(at + timedelta(minutes=n), f"/h{h}", rid) for rid in ids], arrival=at)
+            expected.update(ids)
+            if n < 2:
+                compact_hours.roll_hour(bucket, prefixes[h], settle=NOW)
+        assert len(manifest(bucket, prefixes[h])["objects"]) == 2 and len(raw_keys(bucket, prefixes[h])) == 1
+    copy = bucket_mirror.Copy(tmp_path / "saved", BUCKET)
+    for key in bucket.list(""):
+        copy.save(key, bucket.get(key))
+    # and LocalStack forgot the bucket
+    bucket.client.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in bucket.list("")]})
+    bucket.client.delete_bucket(Bucket=BUCKET)
+
+    # when restore puts them back, a reader reading after each object it puts
+    looks = []
+
+    def look(key: str) -> None:
+        got = request_ids(bucket, prefixes, attempts=2)
+        looks.append(key)
+        assert not [rid for rid, n in got.items() if n > 1 or rid not in expected], key
+
+    bucket_mirror.restore(Watching(bucket.client, look), copy, "us-east-1", workers=1)
+    # then every look saw each line at most once and every object a manifest named, and
+    # the last one sees every line
+    assert len(looks) == 4 * 4
+    assert all(key.endswith("_compaction.json") for key in looks[-4:])
+    assert request_ids(bucket, prefixes) == expected
