@@ -316,9 +316,28 @@ def save_object(s3: Any, copy: Copy, key: str) -> int:
     except s3.exceptions.NoSuchKey:
         copy.forget(key)
         return 0
+    if key.endswith("/" + MANIFEST_NAME):
+        # A compaction manifest read now may name objects whose events are still queued:
+        # save them first, so a crash never leaves a saved manifest without its objects.
+        body = answer["Body"].read()
+        for named in manifest_objects(body):
+            if copy.size(named) is None:
+                save_object(s3, copy, named)
+        copy.save(key, body)
+        return len(body)
     with answer["Body"] as body:
         copy.save(key, body)
     return answer["ContentLength"]
+
+
+def manifest_objects(body: bytes) -> list[str]:
+    """The compacted objects a manifest names (query/bucket_reader.py's format); [] if unreadable."""
+    try:
+        manifest = json.loads(body)
+        named = manifest["objects"] if "objects" in manifest else [manifest["object"]]
+    except (ValueError, TypeError, KeyError):
+        return []
+    return [key for key in named if isinstance(key, str)] if isinstance(named, list) else []
 
 
 def catch_up(s3: Any, copy: Copy) -> int:

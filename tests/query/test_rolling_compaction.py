@@ -510,3 +510,20 @@ def test_a_reader_racing_a_restore_never_sees_a_line_twice_or_a_missing_object(a
     assert len(looks) == 4 * 4
     assert all(key.endswith("_compaction.json") for key in looks[-4:])
     assert request_ids(bucket, prefixes) == expected
+
+
+def test_the_watcher_saves_the_objects_a_manifest_names_before_the_manifest(aws, writer, tmp_path):
+    import bucket_mirror
+
+    # given a pass's compacted object and manifest, whose events the watcher has not seen
+    bucket = new_bucket(aws)
+    Lines(writer).batch(3)
+    compact_hours.roll_hour(bucket, HOUR, settle=NOW)
+    (merged,) = manifest(bucket)["objects"]
+    copy = bucket_mirror.Copy(tmp_path / "saved", BUCKET)
+    # when it handles the manifest's event first (events come in any order; a crash may
+    # stop it before the next one)
+    bucket_mirror.save_object(bucket.client, copy, HOUR + "_compaction.json")
+    # then the object the manifest names is saved too, byte for byte
+    assert copy.path(merged).read_bytes() == bucket.get(merged)
+    assert json.loads(copy.path(HOUR + "_compaction.json").read_bytes())["objects"] == [merged]
