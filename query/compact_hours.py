@@ -396,8 +396,10 @@ class Follower:
             return True  # not LocalStack (moto answers 404), or down: S3 calls say so
         if not isinstance(report, dict) or "completed" not in report:
             return True
+        # finished, successfully or not: a failed hook stays ERROR after `./start.sh provision`
+        # ran it again, so only a hook still running counts
         ready = bool(report.get("completed")) and all(
-            s.get("state") == "SUCCESSFUL" for s in report.get("scripts") or () if isinstance(s, dict)
+            s.get("state") in ("SUCCESSFUL", "ERROR") for s in report.get("scripts") or () if isinstance(s, dict)
         )
         if ready == self.waiting:  # one line per change
             self.waiting = not ready
