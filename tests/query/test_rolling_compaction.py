@@ -126,7 +126,7 @@ def test_each_pass_adds_one_object_and_folds_in_the_newest_no_larger_than_it(aws
     assert [k for k in hour_keys(bucket) if "_compacted_" in k and k not in named] == []  # folded ones deleted
 
 
-def test_a_re_sent_line_merged_in_a_later_pass_is_dropped_when_folded(aws, writer):
+def test_a_re_sent_line_of_a_later_pass_is_one_row_and_dropped_when_the_hour_closes(aws, writer):
     bucket = new_bucket(aws)
     at = T17 + timedelta(minutes=5)
     timed = [timed_line(at, f"/t{n}", f"{n:032x}") for n in range(4)]
