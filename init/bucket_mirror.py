@@ -51,6 +51,7 @@ NOTIFICATION_ID = "pipeline-saved-logs"
 STATE_FOLDER = ".mirror"  # beside the buckets' folders; bucket names never start with "."
 PROGRESS_SECONDS = 5.0
 INTERNAL_CALL_HEADER = "x-localstack-data"
+MANIFEST_NAME = "_compaction.json"  # query/bucket_reader.py: an hour's compaction manifest
 
 
 # --- keys and files: pure functions ----------------------------------------------------
@@ -82,7 +83,7 @@ def content_headers(key: str) -> dict[str, str]:
 
     Only bytes are saved; these come back from the key's name, as the writers set them.
     """
-    if key.endswith("/_compaction.json"):
+    if key.endswith("/" + MANIFEST_NAME):
         return {"ContentType": "application/json"}
     if key.endswith(".json.gz"):
         return {"ContentType": "application/x-ndjson", "ContentEncoding": "gzip"}
@@ -275,9 +276,15 @@ def restore(s3: Any, copy: Copy, region: str, workers: int = 16) -> str:
             s3.put_object(Bucket=copy.bucket, Key=key, Body=body, ContentLength=size, **content_headers(key))
         progress.add(size)
 
+    # Compaction manifests last, once every object they name is back: a reader (or the
+    # compactor) that sees a manifest finds its objects, and one that sees compacted objects
+    # without their manifest skips them and reads the raw objects instead.
+    first = [item for item in missing if not item[0].endswith("/" + MANIFEST_NAME)]
+    manifests = [item for item in missing if item[0].endswith("/" + MANIFEST_NAME)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for _ in pool.map(put, missing):
-            pass
+        for batch in (first, manifests):
+            for _ in pool.map(put, batch):
+                pass
     kept = len(saved) - len(missing)
     note = f" ({kept:,} were there already)" if kept else ""
     return (
@@ -309,9 +316,28 @@ def save_object(s3: Any, copy: Copy, key: str) -> int:
     except s3.exceptions.NoSuchKey:
         copy.forget(key)
         return 0
+    if key.endswith("/" + MANIFEST_NAME):
+        # A compaction manifest read now may name objects whose events are still queued:
+        # save them first, so a crash never leaves a saved manifest without its objects.
+        body = answer["Body"].read()
+        for named in manifest_objects(body):
+            if copy.size(named) is None:
+                save_object(s3, copy, named)
+        copy.save(key, body)
+        return len(body)
     with answer["Body"] as body:
         copy.save(key, body)
     return answer["ContentLength"]
+
+
+def manifest_objects(body: bytes) -> list[str]:
+    """The compacted objects a manifest names (query/bucket_reader.py's format); [] if unreadable."""
+    try:
+        manifest = json.loads(body)
+        named = manifest["objects"] if "objects" in manifest else [manifest["object"]]
+    except (ValueError, TypeError, KeyError):
+        return []
+    return [key for key in named if isinstance(key, str)] if isinstance(named, list) else []
 
 
 def catch_up(s3: Any, copy: Copy) -> int:

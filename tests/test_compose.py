@@ -26,7 +26,7 @@ def test_validates_against_the_compose_specification():
 def test_no_version_key_and_the_three_services():
     document = compose()
     assert "version" not in document
-    assert set(document["services"]) == {"web", "fluentd", "localstack", "query", "dashboard"}
+    assert set(document["services"]) == {"web", "fluentd", "localstack", "query", "dashboard", "compactor"}
     # the query tools run on demand only (./start.sh query/traffic/compact)
     assert document["services"]["query"]["profiles"] == ["tools"]
     assert "ports" not in document["services"]["query"]
@@ -104,6 +104,21 @@ def test_dashboard_is_published_on_loopback_only_from_the_query_image():
     assert compose()["services"]["localstack"]["ports"] == ["127.0.0.1:4566:4566"]
     # another port for LocalStack, e.g. when another LocalStack holds 4566 (or for tests)
     assert compose({"LOCALSTACK_PORT": "4567"})["services"]["localstack"]["ports"] == ["127.0.0.1:4567:4566"]
+
+
+def test_compactor_follows_the_bucket_from_the_query_image_without_a_port():
+    services = compose()["services"]
+    compactor, query = services["compactor"], services["query"]
+    assert compactor["image"] == query["image"] and compactor["build"] == query["build"]
+    assert {k: v for k, v in query["environment"].items() if k != "PIPELINE_DATA_DIR"} == compactor["environment"]
+    command = compactor["command"]
+    assert command[:3] == ["python3", "/opt/query/compact_hours.py", "--follow"]
+    # the healthcheck reads the age of the file the loop touches
+    heartbeat = command[command.index("--heartbeat") + 1]
+    assert heartbeat in " ".join(compactor["healthcheck"]["test"])
+    assert "ports" not in compactor and "volumes" not in compactor and "profiles" not in compactor
+    assert compactor["depends_on"] == {"localstack": {"condition": "service_healthy"}}
+    assert compactor["restart"] == "unless-stopped"
 
 
 def _mounts(service: dict) -> dict[str, str]:

@@ -87,7 +87,11 @@ def test_each_request_is_an_object_in_s3_within_a_second_or_so(started):
             # listing, then reading only the new objects: no waiter matches an object's contents
             for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
                 key = item["Key"]
-                if key not in before and path.encode() in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read():
+                # a new line is in a raw object for its first 90 s: the compactor's objects
+                # (gzip) and manifests cannot hold it yet, and may vanish when it merges them
+                if key in before or "_compacted_" in key or key.endswith("_compaction.json"):
+                    continue
+                if path.encode() in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read():
                     found = time.monotonic() - answered
                     break
             time.sleep(0.05)

@@ -9,6 +9,7 @@ never an object lost on a stop.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -18,7 +19,7 @@ from collections import Counter
 
 import pytest
 from support.net import wait_until
-from support.stack import Stack, Traffic, started_stack
+from support.stack import Stack, Traffic, plain_bytes, started_stack
 
 pytestmark = pytest.mark.docker
 
@@ -64,6 +65,11 @@ def settle(stack: Stack, traffic: Traffic, timeout: float = 60) -> Counter:
     return last[-1]
 
 
+def lines_as_read(stack: Stack) -> Counter:
+    """Every record and error line in the bucket, through the compaction manifests, counted."""
+    return Counter(json.dumps(line, sort_keys=True) for line in stack.lines() + stack.lines(errors=True))
+
+
 def assert_lost_only_just_before(lost: set[str], traffic: Traffic, event: float, what: str) -> None:
     early = {path: event - traffic.sent[path] for path in lost if traffic.sent[path] < event - LOSS_BOUND}
     assert not early, f"{what}: lines written more than {LOSS_BOUND} s before it were lost: {early}"
@@ -73,7 +79,7 @@ def assert_lost_only_just_before(lost: set[str], traffic: Traffic, event: float,
 def test_localstack_stopped_or_restarted_alone_keeps_every_object(stack, how):
     with Traffic(stack, prefix=f"alone-{how}") as traffic:
         time.sleep(4)
-        before = {key: body for key, body in stack.objects().items() if not key.startswith("_pipeline/")}
+        before = lines_as_read(stack)
         container = stack.container("localstack")
         began = time.time()
         if how == "restart":
@@ -94,9 +100,10 @@ def test_localstack_stopped_or_restarted_alone_keeps_every_object(stack, how):
     assert "saved:" in logs
     print(f"\n{how}: {seconds:.1f} s, {len(traffic.sent)} requests answered")
     counts = settle(stack, traffic)
-    after = stack.objects()
-    # every object of before the stop is back, byte for byte
-    assert {key: after.get(key) for key in before} == before
+    after = lines_as_read(stack)
+    # every line of before the stop is back, once, as a reader sees the bucket (not the
+    # objects byte for byte: the compactor service merges them meanwhile)
+    assert {line: after[line] for line in before} == dict.fromkeys(before, 1)
     # no line twice; lost lines only among those written just before the stop
     assert max(counts.values()) == 1
     lost = set(traffic.sent) - set(counts)
@@ -194,7 +201,7 @@ def test_a_saved_logs_folder_keeps_readable_files_after_down_volumes(stack_facto
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert "are kept" in stopped.stdout
     files = [p for p in folder.rglob("*") if p.is_file()]
-    assert any(path in p.read_text() for p in files)
+    assert any(path.encode() in plain_bytes(p) for p in files)
     # readable by the folder's owner (and anyone): files 644, folders 755
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in files)
     assert all(p.stat().st_mode & 0o055 == 0o055 for p in folder.rglob("*") if p.is_dir())

@@ -10,9 +10,11 @@ tests/engine/compose.override.yml, which says line by line what that host lacks.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +28,12 @@ import boto3
 from support.compose import ROOT
 from support.engine import compose_override
 from support.net import free_port, wait_until
-from support.s3 import bucket_objects, json_lines
+from support.query_data import QUERY
+from support.s3 import json_lines
+
+if str(QUERY) not in sys.path:
+    sys.path.insert(0, str(QUERY))
+import bucket_reader  # query/ is on the path only from here
 
 BUCKET = "nginx-accesslog"
 
@@ -122,16 +129,30 @@ class Stack:
             return error.code
 
     def objects(self) -> dict[str, bytes]:
-        return bucket_objects(self.s3(), BUCKET)
+        """Every object's bytes, key -> body; one the compactor deleted meanwhile is left out."""
+        bucket = bucket_reader.Bucket(self.s3(), BUCKET)
+        found = {}
+        for key in bucket.list(""):
+            with contextlib.suppress(bucket_reader.Missing):
+                found[key] = bucket.get(key)
+        return found
+
+    def lines(self, errors: bool = False) -> list[dict]:
+        """Every record (or with `errors`, every error line) as the query tool reads the
+        bucket while the compactor runs: through the hours' manifests (query/bucket_reader.py),
+        each object once, gzip or not."""
+        bucket = bucket_reader.Bucket(self.s3(), BUCKET)
+        hours = {key.rsplit("/", 1)[0] + "/" for key in bucket.list("errors/" if errors else "") if "/" in key}
+        hours = {h for h in hours if errors or not h.startswith(("errors/", "_pipeline/"))}
+        plain, packed = io.BytesIO(), io.BytesIO()
+        bucket_reader.fetch_prefixes(bucket, sorted(hours), bucket_reader.Sink(plain, packed))
+        data = plain.getvalue() + (bucket_reader.plain(packed.getvalue()) if packed.getvalue() else b"")
+        # a gzip object is followed by a gzip newline (bucket_reader.Sink): blank lines between
+        return json_lines(b"".join(line + b"\n" for line in data.splitlines() if line.strip()))
 
     def records(self) -> list[dict]:
-        """Every request record in the bucket (not errors/ or _pipeline/)."""
-        return [
-            record
-            for key, body in self.objects().items()
-            if not key.startswith(("errors/", "_pipeline/"))
-            for record in json_lines(body)
-        ]
+        """Every request record in the bucket (not errors/ or _pipeline/), each once."""
+        return self.lines()
 
     def wait_for_paths(self, paths: set[str], timeout: float) -> dict[str, int]:
         """Poll the bucket until every path has a record (no waiter matches an object's
@@ -153,6 +174,11 @@ class Stack:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.compose("--profile", "tools", "down", "--volumes", "--remove-orphans", "--timeout", "5",
                          check=False, timeout=180)  # fmt: skip
+
+
+def plain_bytes(path: Path) -> bytes:
+    """A saved or exported file's JSON Lines: gunzipped when the compactor wrote it gzip."""
+    return bucket_reader.plain(path.read_bytes())
 
 
 @contextlib.contextmanager
