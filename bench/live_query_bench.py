@@ -308,6 +308,12 @@ def rig(workdir: Path):
 
 @contextlib.contextmanager
 def poller(s3, watch: Watch, interval: float):
+    # objects already there belong to an earlier run: known, never counted as this one's
+    now = time.time()
+    for prefix in sorted({hour_prefix(now - 120), hour_prefix(now)}):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for item in page.get("Contents", []):
+                watch.raw.setdefault(item["Key"], (0, 0))
     stop = threading.Event()
     thread = threading.Thread(target=poll, args=(s3, watch, stop, interval), daemon=True)
     thread.start()
@@ -447,13 +453,13 @@ def report_live(
     print(f"freshness (query start - newest row): p50 {percentile(fresh, 50):.1f} s, p99 {percentile(fresh, 99):.1f} s")
     in_run = [k for k, t in watch.raw_seen_at.items() if began <= t <= ended + 5]
     hours = (ended - began) / 3600
-    size = sum(watch.raw[k][0] for k in watch.raw)
-    lines = sum(watch.raw[k][1] for k in watch.raw)
+    size = sum(watch.raw[k][0] for k in watch.raw_seen_at)
+    lines = sum(watch.raw[k][1] for k in watch.raw_seen_at)
     prefixes = sorted({hour_prefix(t) for t in (began, ended)})
     remaining = count_objects(s3, prefixes)
     invocations = len(localstack.invocations(FUNCTION))
     print(
-        f"objects the function wrote: {len(watch.raw)} ({len(in_run) / hours:,.0f} an hour while sending; "
+        f"objects the function wrote: {len(watch.raw_seen_at)} ({len(in_run) / hours:,.0f} an hour while sending; "
         f"{size / max(lines, 1):.0f} bytes a line); invocations {invocations}; the bucket holds {remaining} "
         f"object(s) in {', '.join(prefixes)} now; poller: {watch.lists} LISTs",
         flush=True,
@@ -540,7 +546,16 @@ def rates(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    global QUERY, COMPACTOR
+    # another checkout's query tools (a branch under work), read before the defaults below
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--query-dir", type=Path, default=ROOT / "query")
+    query_dir = early.parse_known_args()[0].query_dir.resolve()
+    QUERY, COMPACTOR = query_dir / "logs_query.py", query_dir / "compact_hours.py"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--query-dir", type=Path, default=ROOT / "query", help="logs_query.py and compact_hours.py from here"
+    )
     parser.add_argument("--rate", type=float, default=200, help="requests per second (default 200)")
     parser.add_argument("--minutes", type=float, default=60, help="how long to send (default 60)")
     parser.add_argument("--sample-every", type=float, default=30, help="seconds between samples (default 30)")
