@@ -138,9 +138,12 @@ def poll_bucket(s3, seen: Seen, stop: threading.Event, interval: float = 0.1) ->
         stop.wait(interval)
 
 
-async def send_load(port: int, rate: float, seconds: float, run: str) -> dict[str, float]:
-    """Open loop: request n leaves at start + n/rate whatever happened to the others."""
-    sent: dict[str, float] = {}
+async def send_load(
+    port: int, rate: float, seconds: float, run: str, sent: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Open loop: request n leaves at start + n/rate whatever happened to the others.
+    `sent` (path -> wall-clock send time) fills as they leave, for a reader meanwhile."""
+    sent = {} if sent is None else sent
     start = time.monotonic()
     total = int(rate * seconds)
     failures = 0
@@ -270,7 +273,11 @@ class Bench:
         settings: dict | None = None,
         shards: int = 1,
         localstack: localstack_host.LocalStack | None = None,
+        provision: bool = True,
+        poll: bool = True,
     ) -> None:
+        """`provision` False: the project's ready.d hook provisioned it already; `poll`
+        False: the caller watches the bucket its own way."""
         settings = settings or {}
         nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
         self.nginx = Nginx(nginx_binary, workdir / "nginx")
@@ -281,7 +288,7 @@ class Bench:
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 args = ["--endpoint-url", endpoint, "--wait-timeout", "30", "--shards", str(shards)]
-                if init_resource.main(args) != 0:
+                if provision and init_resource.main(args) != 0:
                     raise RuntimeError("provisioning failed")
         finally:
             init_resource.MAPPING.clear()
@@ -306,7 +313,8 @@ class Bench:
         self.seen = Seen()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=poll_bucket, args=(self.s3, self.seen, self._stop), daemon=True)
-        self._poller.start()
+        if poll:
+            self._poller.start()
 
     def invocations(self) -> int:
         if self.mapping is not None:
@@ -372,9 +380,10 @@ class Bench:
 
 
 @contextlib.contextmanager
-def emulator(rig: str, workdir: Path, settings: dict):
+def emulator(rig: str, workdir: Path, settings: dict, hooks: bool = False):
     """(endpoint, the LocalStack or None) for a fresh emulator of that rig; None means the
-    mapping stand-in must run (moto)."""
+    mapping stand-in must run (moto). `hooks`: LocalStack runs the project's ready.d and
+    shutdown.d hooks (provisioning, the saved-logs watcher) as the stack does."""
     if rig == "moto":
         with moto_process() as endpoint:
             yield endpoint, None
@@ -383,7 +392,7 @@ def emulator(rig: str, workdir: Path, settings: dict):
         environment = {POLL_SETTING: settings["poll_interval"]} if "poll_interval" in settings else {}
         environment.update(settings.get("localstack_env", {}))
         with localstack_host.running(
-            interpreters, workdir / "localstack", provision_hook=False, environment=environment
+            interpreters, workdir / "localstack", provision_hook=hooks, environment=environment
         ) as localstack:
             yield localstack.endpoint, localstack
 
