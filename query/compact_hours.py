@@ -105,10 +105,11 @@ def compacted_key(prefix: str, data: bytes, compression: str) -> str:
     return f"{prefix}nginx_access_log{COMPACTED_MARK}{digest}.json" + (".gz" if compression == "gzip" else "")
 
 
-def _merged_object(
+def _merged_objects(
     bucket: Bucket, prefix: str, keys: Sequence[str], compression: str, workers: int
-) -> tuple[str, bytes, int]:
-    """(key, stored bytes, re-sent lines dropped) of the merge of `keys`, in their order."""
+) -> tuple[list[tuple[str, bytes]], int]:
+    """The merge of `keys`, in their order, as parts of at most PART_BYTES: [(key, stored
+    bytes)], and the re-sent lines dropped."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             bodies = list(pool.map(bucket.get, keys))
@@ -117,8 +118,48 @@ def _merged_object(
     joined = b"".join(bucket_reader.plain(body) for body in bodies)
     data = first_of_each_request(joined)
     dropped = joined.count(b"\n") - data.count(b"\n")
-    body = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0) if compression == "gzip" else data
-    return compacted_key(prefix, data, compression), body, dropped
+    parts = []
+    for part in split_parts(data, PART_BYTES):
+        body = gzip.compress(part, compresslevel=GZIP_LEVEL, mtime=0) if compression == "gzip" else part
+        parts.append((compacted_key(prefix, part, compression), body))
+    return parts, dropped
+
+
+# A compacted object holds at most this much JSON Lines: an hour at 200 req/s (~380 MB)
+# becomes 6 parts, which DuckDB reads on every core (it inflates one gzip file on one
+# thread: one object took 5.5-8.7 s to query, docs/performance.md).
+PART_BYTES = 64 * 1024 * 1024
+
+
+def split_parts(data: bytes, limit: int = PART_BYTES) -> list[bytes]:
+    """`data` cut after line ends into parts of at most `limit` bytes (a longer line alone);
+    the same data always gives the same parts."""
+    parts, start = [], 0
+    while len(data) - start > limit:
+        cut = data.rfind(b"\n", start, start + limit)
+        if cut < start:  # one line longer than the limit
+            cut = data.find(b"\n", start + limit)
+            if cut < 0:
+                break
+        parts.append(data[start : cut + 1])
+        start = cut + 1
+    parts.append(data[start:])
+    return parts
+
+
+def _put_parts(bucket: Bucket, parts: Sequence[tuple[str, bytes]], compression: str) -> None:
+    for key, body in parts:
+        _put_merged(bucket, key, body, compression)
+
+
+def _rewritten(listed: dict[str, tuple[datetime, int]], prefix: str, sources: Sequence[str]) -> list[str]:
+    """Sources written again after the manifest that names them: a batch delivered again
+    after its first copy was merged, maybe with more records than that copy (a whole
+    batch retried from its start). Merged again, never deleted unread as a leftover."""
+    manifest = listed.get(prefix + MANIFEST_NAME)
+    if manifest is None:
+        return []
+    return sorted(key for key in sources if key in listed and listed[key][0] > manifest[0])
 
 
 # zlib's default level, not 9: the rolling compactor re-compresses each line a few times an
@@ -131,11 +172,14 @@ def _put_merged(bucket: Bucket, key: str, body: bytes, compression: str) -> None
     bucket.client.put_object(Bucket=bucket.name, Key=key, Body=body, ContentType="application/x-ndjson", **extra)
 
 
-def _put_manifest(bucket: Bucket, prefix: str, objects: list[str], sources: list[str]) -> None:
+def _put_manifest(bucket: Bucket, prefix: str, objects: list[str], sources: list[str], closed: bool = False) -> None:
+    document: dict[str, Any] = {"objects": objects, "sources": sources}
+    if closed:  # compact_hour's whole parts: a rerun leaves them as they are
+        document["closed"] = True
     bucket.client.put_object(
         Bucket=bucket.name,
         Key=prefix + MANIFEST_NAME,
-        Body=json.dumps({"objects": objects, "sources": sources}, indent=0).encode(),
+        Body=json.dumps(document, indent=0).encode(),
         ContentType="application/json",
     )
 
@@ -149,25 +193,30 @@ def compact_hour(
 ) -> Outcome:
     """Merge one hour prefix (`.../HH/`) in the four steps above; `after_step` sees each."""
     done = after_step or (lambda step: None)
-    keys = bucket.list(prefix)
+    listed = list_modified(bucket, prefix)
+    keys = list(listed)
     manifest = bucket_reader.read_manifest(bucket, prefix, keys)
-    current = bucket_reader.objects_to_read(keys, manifest)
+    again = _rewritten(listed, prefix, manifest["sources"] if manifest else ())
+    current = bucket_reader.objects_to_read(keys, manifest) + again
     merged_before = bucket_reader.manifest_objects(manifest)
     fresh = [key for key in current if key not in merged_before]
     replaced = sorted(set(manifest["sources"] if manifest else ()) | set(fresh))
-    if fresh or len(merged_before) > 1:
-        merged, body, dropped = _merged_object(bucket, prefix, current, compression, workers)
-        _put_merged(bucket, merged, body, compression)
+    # a closed manifest names whole parts; a rolling one, objects of passes to merge
+    if fresh or (len(merged_before) > 1 and not (manifest or {}).get("closed")):
+        parts, dropped = _merged_objects(bucket, prefix, current, compression, workers)
+        _put_parts(bucket, parts, compression)
         done(STEPS[0])
-        _put_manifest(bucket, prefix, [merged], replaced)
+        merged = [key for key, _ in parts]
+        _put_manifest(bucket, prefix, merged, replaced, closed=True)
         done(STEPS[1])
     elif manifest:
-        merged, dropped = merged_before[0], 0
+        merged, dropped = merged_before, 0
     else:
         return Outcome(prefix, 0, 0)
-    listed = set(keys)
     sources = [key for key in replaced if key in listed]
-    stale = [key for key in keys if COMPACTED_MARK in key.rsplit("/", 1)[-1] and key != merged and key not in sources]
+    stale = [
+        key for key in keys if COMPACTED_MARK in key.rsplit("/", 1)[-1] and key not in merged and key not in sources
+    ]
     _delete(bucket, sources)
     done(STEPS[2])
     _delete(bucket, stale)
@@ -230,7 +279,9 @@ def roll_hour(
     manifest = bucket_reader.read_manifest(bucket, prefix, listed)
     objects = bucket_reader.manifest_objects(manifest)
     sources = list(manifest["sources"]) if manifest else []
-    raw = [key for key in bucket_reader.objects_to_read(listed, manifest) if key not in objects]
+    again = _rewritten(listed, prefix, sources)
+    sources = [key for key in sources if key not in again]  # raw again: readers read them
+    raw = [key for key in bucket_reader.objects_to_read(listed, manifest) if key not in objects] + again
     settled = [key for key in raw if listed[key][0] <= now - settle]
     # what a crashed pass left behind: sources (manifest written, deletes not done), and
     # compacted objects no manifest names, once settled (another compactor's in-flight
@@ -243,33 +294,38 @@ def roll_hour(
     ]
     rolled = Rolled(prefix, unsettled=len(raw) - len(settled), objects=len(objects))
     folded: list[str] = []
+    merged: list[str] = []
     if settled:
-        merged, body, rolled.dropped = _merged_object(bucket, prefix, settled, compression, workers)
+        parts, rolled.dropped = _merged_objects(bucket, prefix, settled, compression, workers)
         # Fold in the newest compacted objects while each is no larger than what it joins:
-        # object sizes then grow geometrically, and each line is re-merged ~log2(passes) times.
-        total = len(body)
+        # object sizes then grow geometrically, and each line is re-merged ~log2(passes) times;
+        # up to about a part (stored bytes: gzip keeps ~1/8 of JSON Lines).
+        total = sum(len(body) for _, body in parts)
+        limit = PART_BYTES // 8 if compression == "gzip" else PART_BYTES
         for key in reversed(objects):
             size = listed[key][1] if key in listed else None
-            if size is None or size > total:
+            if size is None or size > total or size + total > limit:
                 break
             folded.insert(0, key)
             total += size
         if folded:
-            merged, body, rolled.dropped = _merged_object(bucket, prefix, folded + settled, compression, workers)
-        _put_merged(bucket, merged, body, compression)
+            parts, rolled.dropped = _merged_objects(bucket, prefix, folded + settled, compression, workers)
+        _put_parts(bucket, parts, compression)
         done(STEPS[0])
         kept = objects[: len(objects) - len(folded)]
-        _put_manifest(bucket, prefix, [*kept, merged], sorted(set(sources) | set(settled)))
+        merged = [key for key, _ in parts]
+        _put_manifest(bucket, prefix, [*kept, *merged], sorted(set(sources) | set(settled)))
         done(STEPS[1])
-        rolled.merged, rolled.folded, rolled.objects = len(settled), len(folded), len(kept) + 1
+        rolled.merged, rolled.folded, rolled.objects = len(settled), len(folded), len(kept) + len(merged)
+    elif again:  # nothing settled to merge yet: name the rewritten objects no more
+        _put_manifest(bucket, prefix, objects, sources)
+        done(STEPS[1])
     elif not leftovers and not unnamed:
         return rolled
-    else:
-        merged = ""
     gone = sorted(set(settled) | set(leftovers))
     _delete(bucket, gone)
     done(STEPS[2])
-    superseded = sorted({*folded, *unnamed} - {merged})
+    superseded = sorted({*folded, *unnamed} - set(merged))
     _delete(bucket, superseded)
     done(STEPS[3])
     rolled.deleted = len(gone) + len(superseded)

@@ -533,3 +533,66 @@ def test_the_watcher_saves_the_objects_a_manifest_names_before_the_manifest(aws,
     # then the object the manifest names is saved too, byte for byte
     assert copy.path(merged).read_bytes() == bucket.get(merged)
     assert json.loads(copy.path(HOUR + "_compaction.json").read_bytes())["objects"] == [merged]
+
+
+# --- parts, and a batch delivered again after its merge --------------------------------
+
+
+def test_split_parts_cuts_after_line_ends_within_the_limit():
+    data = b"".join(b'{"n":%d,"pad":"%s"}\n' % (i, b"x" * (i % 50)) for i in range(2000))
+    parts = compact_hours.split_parts(data, 4096)
+    assert b"".join(parts) == data and len(parts) > 10
+    assert all(len(part) <= 4096 and part.endswith(b"\n") for part in parts)
+    assert compact_hours.split_parts(data, 4096) == parts  # same data, same parts: same keys
+    long = b"y" * 10000 + b"\n"
+    assert compact_hours.split_parts(b"a\n" + long + b"b\n", 100) == [b"a\n", long, b"b\n"]
+    assert compact_hours.split_parts(b"", 100) == [b""]
+
+
+def test_a_closed_hour_becomes_parts_that_a_rerun_leaves_alone(aws, writer, monkeypatch):
+    monkeypatch.setattr(compact_hours, "PART_BYTES", 3000)
+    bucket = new_bucket(aws)
+    lines = Lines(writer)
+    for minute in range(6):
+        lines.batch(8, minute=minute * 5)
+    # when the hour is compacted, it becomes parts of at most PART_BYTES, read as one hour
+    outcome = compact_hours.compact_hour(bucket, HOUR)
+    named = manifest(bucket)
+    assert outcome.merged == 6 and named["closed"] is True and raw_keys(bucket) == []
+    bodies = [bucket_reader.plain(bucket.get(key)) for key in named["objects"]]
+    assert len(bodies) > 2 and all(len(body) <= 3000 for body in bodies)
+    assert seen(bucket) == lines.expected
+    # and a second run changes nothing (DuckDB reads the parts on every core)
+    before = hour_keys(bucket)
+    again = compact_hours.compact_hour(bucket, HOUR)
+    assert (again.merged, again.deleted) == (0, 0) and hour_keys(bucket) == before
+
+
+def test_a_batch_delivered_again_with_more_lines_after_its_merge_loses_nothing(aws, writer):
+    bucket = new_bucket(aws)
+    lines = Lines(writer)
+    lines.batch(4, junk=False)
+    (key,) = raw_keys(bucket)
+    first = bucket.get(key)
+    later = datetime.now(UTC) + compact_hours.SETTLE_OPEN + timedelta(seconds=1)
+    compact_hours.roll_hour(bucket, HOUR, now=later)
+    assert raw_keys(bucket) == [] and key in manifest(bucket)["sources"]
+    # when the mapping delivers that batch again from its first record, now with one record
+    # more (a whole batch retried after a timeout), under the same key, after the merge
+    record = json.loads(first.splitlines()[-1])
+    record.update(request_id="f" * 32, request_uri="/delivered-again")
+    time.sleep(1.1)  # S3's LastModified has whole seconds: later than the manifest's
+    bucket.client.put_object(
+        Bucket=BUCKET, Key=key, Body=first + json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    )
+    expected = lines.expected + Counter(["/delivered-again"])
+    # then the next pass names it no more (readers read it raw), a later one merges it,
+    # and the closed hour keeps it: every line once, none lost
+    compact_hours.roll_hour(bucket, HOUR)
+    assert key in raw_keys(bucket) and key not in manifest(bucket)["sources"]
+    assert seen(bucket) == expected
+    compact_hours.roll_hour(bucket, HOUR, now=datetime.now(UTC) + compact_hours.SETTLE_OPEN + timedelta(seconds=1))
+    assert raw_keys(bucket) == [] and seen(bucket) == expected
+    compact_hours.compact_hour(bucket, HOUR)
+    assert raw_keys(bucket) == [] and seen(bucket) == expected
+    assert sum(request_ids(bucket).values()) == len(expected)  # the first copies dropped

@@ -148,7 +148,8 @@ class Stack:
         bucket_reader.fetch_prefixes(bucket, sorted(hours), bucket_reader.Sink(plain, packed))
         data = plain.getvalue() + (bucket_reader.plain(packed.getvalue()) if packed.getvalue() else b"")
         # a gzip object is followed by a gzip newline (bucket_reader.Sink): blank lines between
-        return json_lines(b"".join(line + b"\n" for line in data.splitlines() if line.strip()))
+        kept = b"".join(line + b"\n" for line in data.splitlines() if line.strip())
+        return json_lines(kept) if kept else []
 
     def records(self) -> list[dict]:
         """Every request record in the bucket (not errors/ or _pipeline/), each once."""
