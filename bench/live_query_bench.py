@@ -24,9 +24,11 @@ window's request->S3 latency, lost lines, objects in the hour's listing, the mem
 LocalStack and kinesis-mock and the load average. With `--compactor` (default when
 query/compact_hours.py has `--follow`) the stack's rolling compactor runs beside it.
 At the end: p50/p99 of each query and of freshness, objects written an hour, what the
-bucket holds, and the closed-hour case: a past hour written as the stack writes it at
-200 req/s (bench/query_bench.py's), queried with --from/--to before and after
-compact_hours.py merged it (goal <= 2 s).
+bucket holds, and the closed hours (goal <= 2 s): the hour the traffic finished, if it
+crossed an hour's end, as the stack left it and compacted; then a past hour written as
+the stack writes it at 200 req/s (bench/query_bench.py's), queried with --from/--to
+before and after compact_hours.py merged it. `--query-dir` takes the query tools from
+another checkout (a branch under work).
 
 `--rates`: objects the function writes an hour at each rate, nothing else (the cost
 model: docs/performance.md, docs/aws.md).
@@ -417,6 +419,7 @@ def live(args: argparse.Namespace) -> int:
                 print(window_row(index, windows, sent, watch, began, snapshots[index]), flush=True)
         report_live(samples, watch, sent, began, ended, s3, localstack, args)
         if args.closed_hour:
+            finished_hour(endpoint, queries, began, ended)
             closed_hour(s3, endpoint, queries, localstack)
     return 0
 
@@ -466,10 +469,50 @@ def report_live(
     )
 
 
-def closed_hour(s3, endpoint: str, queries: Queries, localstack: localstack_host.LocalStack) -> None:
-    """A past hour as the stack writes it at 200 req/s, queried before and after compaction."""
+def time_closed(queries: Queries, hour: datetime, label: str, runs: int, expected: dict | None) -> dict:
+    """`--from/--to` a GROUP BY over one closed hour, `runs` times; each answer must equal
+    `expected` (or, without one, the first). Goal: <= 2 s."""
+    args = ["--from", f"{hour:%Y-%m-%dT%H:%M}", "--to", f"{hour + timedelta(hours=1):%Y-%m-%dT%H:%M}"]
+    sql = "SELECT status, count(*) AS requests FROM logs GROUP BY 1 ORDER BY 1"
+    times = []
+    for _ in range(runs):
+        seconds, result = queries.run([*args, "--format", "json", sql])
+        got = {json.loads(x)["status"]: json.loads(x)["requests"] for x in result.stdout.splitlines()}
+        expected = got if expected is None else expected
+        if got != expected:
+            print(f"  {label}: WRONG ANSWER {got} (expected {expected}) {result.stderr[-300:]}", flush=True)
+        times.append(seconds)
+    met = "met" if max(times) <= 2 else "NOT met"
+    counted = sum(expected.values())
+    print(f"  {label}: {', '.join(f'{t:.2f}' for t in times)} s, {counted:,} requests (goal <= 2 s: {met})", flush=True)
+    return expected
+
+
+def compact(endpoint: str, hour: datetime) -> None:
     import compact_hours
     import logs_query
+
+    started = time.perf_counter()
+    bucket = logs_query.Bucket(logs_query.s3_client(endpoint, "us-east-1", 16), BUCKET)
+    outcome = compact_hours.compact(bucket, [f"{hour:%Y/%m/%d/%H}/"])
+    print(f"  compacted in {time.perf_counter() - started:.1f} s ({outcome})", flush=True)
+
+
+def finished_hour(endpoint: str, queries: Queries, began: float, ended: float) -> None:
+    """The hour the run's traffic finished, as the stack left it, then compacted."""
+    first, last = hour_prefix(began), hour_prefix(ended)
+    if first == last:
+        print("finished hour: none (the traffic did not cross an hour's end)", flush=True)
+        return
+    hour = datetime.strptime(first, "%Y/%m/%d/%H/").replace(tzinfo=UTC)
+    print(f"finished hour {hour:%Y-%m-%d %H}:00 (the run's traffic):", flush=True)
+    counts = time_closed(queries, hour, "--from/--to GROUP BY, as the stack left it", 1, None)
+    compact(endpoint, hour)
+    time_closed(queries, hour, "--from/--to GROUP BY, compacted", 3, counts)
+
+
+def closed_hour(s3, endpoint: str, queries: Queries, localstack: localstack_host.LocalStack) -> None:
+    """A past hour as the stack writes it at 200 req/s, queried before and after compaction."""
     import query_bench
 
     started = time.perf_counter()
@@ -480,20 +523,6 @@ def closed_hour(s3, endpoint: str, queries: Queries, localstack: localstack_host
         f"(written in {time.perf_counter() - started:.0f} s)",
         flush=True,
     )
-    args = ["--from", f"{hour:%Y-%m-%dT%H:%M}", "--to", f"{hour + timedelta(hours=1):%Y-%m-%dT%H:%M}", "--format"]
-    sql = "SELECT status, count(*) AS requests FROM logs GROUP BY 1 ORDER BY 1"
-
-    def timed(label: str, runs: int) -> None:
-        times = []
-        for _ in range(runs):
-            seconds, result = queries.run([*args, "json", sql])
-            got = {json.loads(x)["status"]: json.loads(x)["requests"] for x in result.stdout.splitlines()}
-            if got != dict(expected):
-                print(f"  {label}: WRONG ANSWER {got} (written {dict(expected)}) {result.stderr[-300:]}")
-            times.append(seconds)
-        met = "met" if max(times) <= 2 else "NOT met"
-        print(f"  {label}: {', '.join(f'{t:.2f}' for t in times)} s (goal <= 2 s: {met})", flush=True)
-
     if queries.saved_logs is not None:  # the watcher saves what was written: a user's copy would be whole
         mirror = [sys.executable, str(ROOT / "init" / "bucket_mirror.py"), "--endpoint-url", endpoint]
         mirror += ["--data-dir", str(localstack.data_dir), "--state-dir", str(localstack.state_dir)]
@@ -501,12 +530,9 @@ def closed_hour(s3, endpoint: str, queries: Queries, localstack: localstack_host
         synced = subprocess.run([*mirror, "sync", "--timeout", "900"], capture_output=True, text=True, check=False)
         outcome = "saved" if synced.returncode == 0 else synced.stderr.strip()[-300:]
         print(f"  saved-logs copy: {outcome} ({time.perf_counter() - started:.0f} s)", flush=True)
-    timed("--from/--to GROUP BY, as written", 1)
-    started = time.perf_counter()
-    bucket = logs_query.Bucket(logs_query.s3_client(endpoint, "us-east-1", 16), BUCKET)
-    outcome = compact_hours.compact(bucket, [f"{hour:%Y/%m/%d/%H}/"])
-    print(f"  compacted in {time.perf_counter() - started:.1f} s ({outcome})", flush=True)
-    timed("--from/--to GROUP BY, compacted", 3)
+    time_closed(queries, hour, "--from/--to GROUP BY, as written", 1, dict(expected))
+    compact(endpoint, hour)
+    time_closed(queries, hour, "--from/--to GROUP BY, compacted", 3, dict(expected))
 
 
 def rates(args: argparse.Namespace) -> int:
