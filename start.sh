@@ -23,7 +23,7 @@
 #   ./start.sh query [--since 1h | --from T --to T] [--format table|csv|json] [SQL]
 #                                   SQL over the logs (tables logs, errors);
 #                                   without SQL, a summary of the last hour
-#   ./start.sh compact [--since 24h]   merge each closed hour's objects into one
+#   ./start.sh compact [--since 24h]   merge closed hours' objects (the compactor does it too)
 #   ./start.sh tail [--status 5xx] [--path /v1/] [--client ADDR] [--json]
 #                                   the records as they land, one line each
 #   ./start.sh --help
