@@ -289,22 +289,39 @@ def manifest_objects(manifest: dict[str, Any] | None) -> list[str]:
     return [manifest["object"]]
 
 
-def objects_to_read(keys: Iterable[str], manifest: dict[str, Any] | None) -> list[str]:
+def objects_to_read(
+    keys: Iterable[str], manifest: dict[str, Any] | None, window: tuple[datetime, datetime] | None = None
+) -> list[str]:
     """Which listed keys of one hour hold its lines, given its compaction manifest (if any).
 
     The manifest's objects replace its sources; other compacted objects are leftovers of an
     earlier or unfinished run and are skipped; everything else arrived after the compaction.
     The manifest's objects are read even when the listing predates them (a compaction
-    wrote them between the listing and the manifest's read).
+    wrote them between the listing and the manifest's read). With a `window` [start, end),
+    a manifest object whose time range (compact_hours.time_range) lies outside it is left
+    out: none of its lines could be in the answer.
     """
     replaced = set(manifest["sources"]) if manifest else set()
-    wanted = manifest_objects(manifest)
+    wanted = [key for key in manifest_objects(manifest) if window is None or _may_overlap(manifest, key, window)]
     for key in sorted(keys):
         name = key.rsplit("/", 1)[-1]
         if name.startswith(("_", ".")) or COMPACTED_MARK in name or key in replaced:
             continue
         wanted.append(key)
     return wanted
+
+
+def _may_overlap(manifest: dict[str, Any], key: str, window: tuple[datetime, datetime]) -> bool:
+    span = (manifest.get("ranges") or {}).get(key)
+    try:
+        earliest, latest = parse_instant(span[0]), parse_instant(span[1])
+    except (TypeError, IndexError, KeyError, ValueError):
+        return True  # no range (a manifest from before ranges): read it
+    # a second's slack each side: the tools' clocks and DuckDB's rounding never matter
+    return latest >= window[0] - SLACK and earliest < window[1] + SLACK
+
+
+SLACK = timedelta(seconds=1)
 
 
 def _is_manifest(value: Any) -> bool:
@@ -352,13 +369,15 @@ def fetch_prefixes(
     workers: int = 16,
     attempts: int = 5,
     local: LocalCopies | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> Fetched:
     """Write the JSON Lines of every object under `prefixes` (each `.../HH/`) to `sink`.
 
     Lists the hours in parallel, then gets their objects in parallel. An hour is written
     only once all of its objects were read; if one vanished meanwhile (a compaction
     deleted it after writing its replacement), that hour is listed and read again.
-    Objects with a verified copy in `local` are read from there.
+    Objects with a verified copy in `local` are read from there; with a `window`, compacted
+    objects whose lines all lie outside it are not read.
     """
     started = time.perf_counter()
     fetched = Fetched(prefixes=len(prefixes))
@@ -367,7 +386,7 @@ def fetch_prefixes(
         for attempt in range(attempts):
             listings = list(pool.map(bucket.etags, pending))
             manifests = list(pool.map(lambda p, k: read_manifest(bucket, p, k), pending, listings))
-            plans = {p: (objects_to_read(k, m), k) for p, k, m in zip(pending, listings, manifests)}
+            plans = {p: (objects_to_read(k, m, window), k) for p, k, m in zip(pending, listings, manifests)}
             futures = {
                 p: [pool.submit(read_object, bucket, key, etags.get(key), local) for key in keys]
                 for p, (keys, etags) in plans.items()

@@ -43,6 +43,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -109,9 +110,9 @@ def compacted_key(prefix: str, data: bytes, compression: str) -> str:
 
 def _merged_objects(
     bucket: Bucket, prefix: str, keys: Sequence[str], compression: str, workers: int
-) -> tuple[list[tuple[str, bytes]], int]:
+) -> tuple[list[tuple[str, bytes]], dict[str, list[str]], int]:
     """The merge of `keys`, in their order, as parts of at most PART_BYTES: [(key, stored
-    bytes)], and the re-sent lines dropped."""
+    bytes)], each part's time range (time_range), and the re-sent lines dropped."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
             bodies = list(pool.map(bucket.get, keys))
@@ -120,11 +121,35 @@ def _merged_objects(
     joined = b"".join(bucket_reader.plain(body) for body in bodies)
     data = first_of_each_request(joined)
     dropped = joined.count(b"\n") - data.count(b"\n")
-    parts = []
+    parts, ranges = [], {}
     for part in split_parts(data, PART_BYTES):
         body = gzip.compress(part, compresslevel=GZIP_LEVEL, mtime=0) if compression == "gzip" else part
-        parts.append((compacted_key(prefix, part, compression), body))
-    return parts, dropped
+        key = compacted_key(prefix, part, compression)
+        parts.append((key, body))
+        span = time_range(prefix, part)
+        if span is not None:
+            ranges[key] = span
+    return parts, ranges, dropped
+
+
+# The field a query's range filters on, as the handler writes it: a record's `timestamp`
+# (access_line.py: `,"timestamp":"...Z",`), an error line's arrival time (batching.py).
+# `,"` stands only outside a JSON string: no field's text can fake either.
+_RECORD_TIME = re.compile(rb',"timestamp":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"')
+_ARRIVAL_TIME = re.compile(rb',\s*"approximateArrivalTimestamp":\s*"?(\d+(?:\.\d+)?)')
+
+
+def time_range(prefix: str, data: bytes) -> list[str] | None:
+    """[earliest, latest] (ISO 8601, UTC) of the times a query filters `data`'s lines by, or
+    None when no line has one. Readers skip a compacted object whose range lies outside the
+    query's (bucket_reader.objects_to_read); lines without a time never match a range."""
+    if prefix.startswith(ERROR_PREFIX):
+        found = [float(t) for t in _ARRIVAL_TIME.findall(data)]
+        if not found:
+            return None
+        return [datetime.fromtimestamp(t, UTC).isoformat() for t in (min(found), max(found))]
+    stamps = _RECORD_TIME.findall(data)
+    return [min(stamps).decode(), max(stamps).decode()] if stamps else None
 
 
 # A compacted object holds at most this much JSON Lines: an hour at 200 req/s (~380 MB)
@@ -174,8 +199,16 @@ def _put_merged(bucket: Bucket, key: str, body: bytes, compression: str) -> None
     bucket.client.put_object(Bucket=bucket.name, Key=key, Body=body, ContentType="application/x-ndjson", **extra)
 
 
-def _put_manifest(bucket: Bucket, prefix: str, objects: list[str], sources: list[str], closed: bool = False) -> None:
+def _put_manifest(
+    bucket: Bucket,
+    prefix: str,
+    objects: list[str],
+    sources: list[str],
+    ranges: dict[str, list[str]],
+    closed: bool = False,
+) -> None:
     document: dict[str, Any] = {"objects": objects, "sources": sources}
+    document["ranges"] = {key: ranges[key] for key in objects if key in ranges}
     if closed:  # compact_hour's whole parts: a rerun leaves them as they are
         document["closed"] = True
     bucket.client.put_object(
@@ -205,11 +238,11 @@ def compact_hour(
     replaced = sorted(set(manifest["sources"] if manifest else ()) | set(fresh))
     # a closed manifest names whole parts; a rolling one, objects of passes to merge
     if fresh or (len(merged_before) > 1 and not (manifest or {}).get("closed")):
-        parts, dropped = _merged_objects(bucket, prefix, current, compression, workers)
+        parts, ranges, dropped = _merged_objects(bucket, prefix, current, compression, workers)
         _put_parts(bucket, parts, compression)
         done(STEPS[0])
         merged = [key for key, _ in parts]
-        _put_manifest(bucket, prefix, merged, replaced, closed=True)
+        _put_manifest(bucket, prefix, merged, replaced, ranges, closed=True)
         done(STEPS[1])
     elif manifest:
         merged, dropped = merged_before, 0
@@ -281,6 +314,7 @@ def roll_hour(
     manifest = bucket_reader.read_manifest(bucket, prefix, listed)
     objects = bucket_reader.manifest_objects(manifest)
     sources = list(manifest["sources"]) if manifest else []
+    known = dict(manifest.get("ranges") or {}) if manifest else {}  # the kept objects' ranges
     again = _rewritten(listed, prefix, sources)
     sources = [key for key in sources if key not in again]  # raw again: readers read them
     raw = [key for key in bucket_reader.objects_to_read(listed, manifest) if key not in objects] + again
@@ -298,7 +332,7 @@ def roll_hour(
     folded: list[str] = []
     merged: list[str] = []
     if settled:
-        parts, rolled.dropped = _merged_objects(bucket, prefix, settled, compression, workers)
+        parts, ranges, rolled.dropped = _merged_objects(bucket, prefix, settled, compression, workers)
         # Fold in the newest compacted objects while each is no larger than what it joins:
         # object sizes then grow geometrically, and each line is re-merged ~log2(passes) times;
         # up to about a part (stored bytes: gzip keeps ~1/8 of JSON Lines).
@@ -311,16 +345,16 @@ def roll_hour(
             folded.insert(0, key)
             total += size
         if folded:
-            parts, rolled.dropped = _merged_objects(bucket, prefix, folded + settled, compression, workers)
+            parts, ranges, rolled.dropped = _merged_objects(bucket, prefix, folded + settled, compression, workers)
         _put_parts(bucket, parts, compression)
         done(STEPS[0])
         kept = objects[: len(objects) - len(folded)]
         merged = [key for key, _ in parts]
-        _put_manifest(bucket, prefix, [*kept, *merged], sorted(set(sources) | set(settled)))
+        _put_manifest(bucket, prefix, [*kept, *merged], sorted(set(sources) | set(settled)), {**known, **ranges})
         done(STEPS[1])
         rolled.merged, rolled.folded, rolled.objects = len(settled), len(folded), len(kept) + len(merged)
     elif again:  # nothing settled to merge yet: name the rewritten objects no more
-        _put_manifest(bucket, prefix, objects, sources)
+        _put_manifest(bucket, prefix, objects, sources, known)
         done(STEPS[1])
     elif not leftovers and not unnamed:
         return rolled

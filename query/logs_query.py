@@ -324,7 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fetch_to_files(
-    bucket: Bucket, prefixes: list[str], stem: Path, workers: int, local: LocalCopies | None
+    bucket: Bucket,
+    prefixes: list[str],
+    stem: Path,
+    workers: int,
+    local: LocalCopies | None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> tuple[list[str], Fetched]:
     """Fetch into `stem`-N.jsonl and `stem`-N.jsonl.gz: the non-empty files, and the counts.
     Objects go to FILES files in turn: DuckDB reads one gzip file on one thread."""
@@ -332,7 +337,7 @@ def _fetch_to_files(
     paths = [(n.with_suffix(".jsonl"), n.with_suffix(".jsonl.gz")) for n in names]
     with contextlib.ExitStack() as files:
         sinks = [Sink(files.enter_context(p.open("wb")), files.enter_context(g.open("wb"))) for p, g in paths]
-        fetched = fetch_prefixes(bucket, prefixes, Sinks(sinks), workers, local=local)
+        fetched = fetch_prefixes(bucket, prefixes, Sinks(sinks), workers, local=local, window=window)
     return [str(f) for pair in paths for f in pair if f.stat().st_size], fetched
 
 
@@ -355,9 +360,11 @@ def query(
     hours = hour_prefixes(start, end)
     with tempfile.TemporaryDirectory(prefix="logs_query_") as tmp:
         with ThreadPoolExecutor(2) as both:  # records and errors: two listings at once
-            records = both.submit(_fetch_to_files, bucket, [h + "/" for h in hours], Path(tmp) / "logs", workers, local)
+            window = (start, end)  # compacted objects wholly outside it are not read
+            record_hours = [h + "/" for h in hours]
+            records = both.submit(_fetch_to_files, bucket, record_hours, Path(tmp) / "logs", workers, local, window)
             error_hours = [ERROR_PREFIX + h + "/" for h in hours]
-            errors_files, errors = _fetch_to_files(bucket, error_hours, Path(tmp) / "errors", workers, local)
+            errors_files, errors = _fetch_to_files(bucket, error_hours, Path(tmp) / "errors", workers, local, window)
             logs_files, fetched = records.result()
         con = connect()
         try:
