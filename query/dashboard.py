@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
+import socketserver
 import sys
 import tempfile
 import threading
@@ -113,33 +117,44 @@ class Store:
         # a day at 200 req/s is 17 M rows: past this much memory DuckDB moves data to disk
         self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET temp_directory = ?", [str(self.tmp / "spill")])
+        # Files only from its own folder, settings fixed: the query socket runs a user's SELECT
+        # on this connection, which must reach no other file (as the query tool's cannot).
+        self.con.execute("SET allowed_directories = [?]", [str(self.tmp) + os.sep])
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
         self.con.execute(
             f'CREATE TABLE logs_all ({logs_query._columns_sql(LOG_COLUMNS)}, "_hour" VARCHAR, "_path" VARCHAR)'
         )
         self.con.execute(f'CREATE TABLE errors_all ({logs_query._columns_sql(ERROR_COLUMNS)}, "_hour" VARCHAR)')
         self.hours: dict[str, Hour] = {}
         self.lock = threading.Lock()
-        self.synced: tuple[float, datetime] | None = None  # (monotonic time, earliest hour synced)
+        self.synced: tuple[float, datetime] | None = None  # (monotonic time it began, window start)
+        self.reads = 0  # objects read so far
 
     def close(self) -> None:
         self.con.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def sync(self, start: datetime, max_age: float = 1.0) -> None:
-        """Load every object of the hours from `start` to now not loaded yet (at most once
-        per `max_age` seconds for a window already covered)."""
+    def sync(self, start: datetime, max_age: float = 1.0, fresh_after: float | None = None) -> None:
+        """Load every object of the hours from `start` to now not loaded yet: at most once
+        per `max_age` seconds for a window already covered or, with `fresh_after` (a
+        monotonic time), unless a sync of the window began after it; that one lists every
+        hour in full, as the query tool does, so even an object that landed late is read."""
         with self.lock:
-            if self.synced and time.monotonic() - self.synced[0] < max_age and self.synced[1] <= start:
-                return
+            if self.synced and self.synced[1] <= start:
+                began = self.synced[0]
+                if began >= fresh_after if fresh_after is not None else time.monotonic() - began < max_age:
+                    return
+            began = time.monotonic()
             now = self.clock()
             hours = logs_query.hour_prefixes(start, now + timedelta(minutes=5))
             prefixes = [h + "/" for h in hours] + [ERROR_PREFIX + h + "/" for h in hours]
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                listings = list(pool.map(lambda p: self._listing(p, now), prefixes))
+                listings = list(pool.map(lambda p: self._listing(p, now, fresh_after is not None), prefixes))
                 for prefix, listing in zip(prefixes, listings, strict=True):
                     self._load(pool, prefix, listing)
             self._forget(now - KEEP)
-            self.synced = (time.monotonic(), start)
+            self.synced = (began, start)
 
     def _list(self, prefix: str, start_after: str = "") -> dict[str, tuple[int, str]]:
         found: dict[str, tuple[int, str]] = {}
@@ -150,14 +165,14 @@ class Store:
             found.update((item["Key"], (item["Size"], item.get("ETag", ""))) for item in page.get("Contents", []))
         return found
 
-    def _listing(self, prefix: str, now: datetime) -> dict[str, int]:
+    def _listing(self, prefix: str, now: datetime, full: bool = False) -> dict[str, int]:
         """The hour's keys and sizes. A full listing at first and every FULL_LISTING seconds;
         in between only the keys of objects that arrived in the last LAG (the function names
         objects by their first record's arrival, see query/tail.py), added to the last full
         listing. Until a compaction's manifest shows in a full listing, the hour is read
         from the objects it replaces, which were read already: its counts stay right."""
         hour = self.hours.get(prefix)
-        if hour is not None and time.monotonic() - hour.listed_at < FULL_LISTING:
+        if hour is not None and not full and time.monotonic() - hour.listed_at < FULL_LISTING:
             hour.listing.update(self._list(prefix, prefix + tail.KEY_NAME + tail.stamp(now - LAG)))
             return {key: size for key, (size, _) in hour.listing.items()}
         listing = self._list(prefix)
@@ -216,6 +231,7 @@ class Store:
             )
         hour.loaded.update((key, etags.get(key, "")) for key in new)
         hour.named, hour.sources = named, sources
+        self.reads += len(new)
 
     @staticmethod
     def _adopted(hour: Hour, plan: list[str], named: list[str], sources: set[str], etags: dict[str, str]) -> bool:
@@ -483,6 +499,121 @@ class SavedLogs:
         return answer
 
 
+# --- the query socket: ./start.sh query answered from the loaded tables ---------------
+
+# The query tool (logs_query.py --socket) sends its range and SQL here when the dashboard
+# runs: the window's rows are already in memory, so an answer costs a refresh and the SQL,
+# not a process start and the hour's objects (docs/performance.md). Only SELECT runs here;
+# the tool answers anything else itself, as it would without a dashboard.
+SERVED = KEEP - timedelta(hours=1)  # ranges that start within the last 24 hours
+MAX_REQUEST = 1 << 20
+# a SELECT that lists tables would see the dashboard's own: left to the query tool
+CATALOG = re.compile(r"\b(show|duckdb_\w*|information_schema|pragma\w*|sqlite_master)\b", re.IGNORECASE)
+
+
+class Declined(Exception):
+    """A request this service leaves to the query tool (it then reads the bucket itself)."""
+
+
+@dataclass
+class QueryService:
+    store: Store
+    target: dict[str, str | None]  # bucket, endpoint (None on AWS), region: a request must match
+
+    def answer(self, request: Any, arrived: float) -> tuple[dict[str, Any], str]:
+        """(header, output): the query tool's output for this request, or an error."""
+        sql, fmt, start, end = self._checked(request)
+        try:
+            statements = [] if sql is None else logs_query.duckdb_statements(sql)
+        except logs_query.Failure as exc:
+            return {"error": str(exc)}, ""
+        if any(kind != "SELECT" for kind in statements) or CATALOG.search(sql or ""):
+            raise Declined("it answers SELECT over logs and errors only")
+        before = self.store.reads
+        self.store.sync(start, fresh_after=arrived)
+        read = self.store.reads - before
+        with self.store.lock:
+            cursor = self.store.con.cursor()
+        out = io.StringIO()
+        try:
+            cursor.execute("BEGIN TRANSACTION")  # one snapshot for every statement of the answer
+            for statement in _range_tables(start, end):
+                cursor.execute(statement)
+            if sql is None:
+                logs_query.summary(cursor, out, start, end)
+            else:
+                columns, rows = logs_query.run_sql(cursor, sql)
+                logs_query.write_result(columns, rows, fmt, out)
+        except logs_query.Failure as exc:
+            return {"error": str(exc)}, ""
+        finally:
+            cursor.close()  # its transaction and temporary tables go with it
+        return {"read": read}, out.getvalue()
+
+    def _checked(self, request: Any) -> tuple[str | None, str, datetime, datetime]:
+        if not isinstance(request, dict) or request.get("version") != 1:
+            raise Declined("not a request of this version")
+        for name, value in self.target.items():
+            if request.get(name) != value:
+                raise Declined(f"it reads another {name} ({value})")
+        sql, fmt = request.get("sql"), request.get("format")
+        if not (sql is None or isinstance(sql, str)) or fmt not in ("table", "csv", "json"):
+            raise Declined("malformed request")
+        try:
+            start, end = (datetime.fromisoformat(request[k]).astimezone(UTC) for k in ("start", "end"))
+        except (KeyError, TypeError, ValueError):
+            raise Declined("malformed range") from None
+        now = self.store.clock()
+        if start < now - SERVED or end > now + timedelta(minutes=5) or start >= end:
+            raise Declined("the range is outside the dashboard's last 24 hours")
+        return sql, fmt, start, end
+
+
+def _range_tables(start: datetime, end: datetime) -> list[str]:
+    """`logs` and `errors` of [start, end) for one cursor, as the query tool loads them:
+    rows in the range, one per request_id (the first loaded; ids never repeat otherwise)."""
+    begin, finish = (f"TIMESTAMP '{t.replace(tzinfo=None).isoformat(sep=' ')}'" for t in (start, end))
+    in_range = f'"timestamp" >= {begin} AND "timestamp" < {finish}'
+    return [
+        f"""CREATE TEMP TABLE _resent AS SELECT rowid AS r FROM main.logs_all WHERE {in_range} AND request_id IN (
+                SELECT request_id FROM main.logs_all WHERE {in_range} AND request_id IS NOT NULL
+                GROUP BY request_id HAVING count(*) > 1)
+            QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY rowid) > 1""",  # noqa: S608 - timestamps we format
+        f"""CREATE TEMP VIEW logs AS SELECT * EXCLUDE ("_hour", "_path") FROM main.logs_all
+            WHERE {in_range} AND rowid NOT IN (SELECT r FROM _resent)""",  # noqa: S608
+        f"""CREATE TEMP VIEW errors AS SELECT * EXCLUDE ("_hour") FROM main.errors_all
+            WHERE "approximateArrivalTimestamp" >= {begin} AND "approximateArrivalTimestamp" < {finish}""",  # noqa: S608
+    ]
+
+
+class QueryHandler(socketserver.StreamRequestHandler):
+    service: QueryService  # set on the subclass made by make_query_server
+
+    def handle(self) -> None:
+        arrived = time.monotonic()
+        try:
+            request = json.loads(self.rfile.readline(MAX_REQUEST) or b"null")
+            header, text = self.service.answer(request, arrived)
+        except Declined as exc:
+            header, text = {"declined": str(exc)}, ""
+        except Exception as exc:  # the query tool reads the bucket itself and reports what fails
+            header, text = {"declined": logs_query.describe(exc, self.service.store.bucket.name)}, ""
+        with contextlib.suppress(OSError):  # the tool went away
+            self.wfile.write(json.dumps(header).encode() + b"\n" + text.encode())
+
+
+def make_query_server(service: QueryService, path: Path) -> socketserver.ThreadingUnixStreamServer:
+    """Listen on the Unix socket `path` (a folder of its own, this user only)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.is_socket():
+        path.unlink()  # left by a dashboard that stopped without closing it
+    handler = type("BoundQueryHandler", (QueryHandler,), {"service": service})
+    server = socketserver.ThreadingUnixStreamServer(str(path), handler)
+    server.daemon_threads = True
+    path.chmod(0o600)
+    return server
+
+
 # --- parameters ----------------------------------------------------------------------
 
 ALLOWED = {
@@ -664,6 +795,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--function", default=os.environ.get("LAMBDA_FUNCTION_NAME") or "KinesisAccessLogToS3", help="its log group"
     )
+    parser.add_argument(
+        "--query-socket",
+        type=Path,
+        default=os.environ.get("QUERY_SOCKET") or None,
+        help="also answer logs_query.py's SELECTs on this Unix socket (default: $QUERY_SOCKET; none)",
+    )
     logs_query.add_target_arguments(parser)
     bucket_reader.add_local_arguments(parser)  # --saved-logs: also counted by the pipeline panel
     return parser
@@ -680,12 +817,18 @@ def main(argv: list[str] | None = None) -> int:
         app.function = FunctionLog(_logs_client(endpoint, args.region), args.function)
         app.saved = SavedLogs(args.saved_logs) if args.saved_logs else None
         server = make_server(app, args.host, args.port)
+        if args.query_socket:
+            target = {"bucket": args.bucket, "endpoint": endpoint, "region": args.region}
+            sockets = make_query_server(QueryService(store, target), args.query_socket)
+            threading.Thread(target=sockets.serve_forever, daemon=True).start()
     except Exception as exc:
         if args.debug:
             raise
         print(f"dashboard: error: {logs_query.describe(exc, args.bucket)}", file=sys.stderr)
         return 1
     print(f"dashboard: serving on http://{args.host}:{server.server_address[1]}/", file=sys.stderr, flush=True)
+    if args.query_socket:
+        print(f"dashboard: answering logs_query.py on {args.query_socket}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

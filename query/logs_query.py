@@ -159,6 +159,17 @@ _DROP_RESENT = """DELETE FROM logs WHERE rowid IN (
     QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY rowid) > 1)"""
 
 
+def duckdb_statements(sql: str) -> list[str]:
+    """The type of each statement in `sql` (SELECT, CREATE, ...), as DuckDB parses it."""
+    import duckdb
+
+    try:
+        return [statement.type.name for statement in duckdb.extract_statements(sql)]
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Failure(f"SQL: {first}") from None
+
+
 def run_sql(con: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows of the last statement in `sql`."""
     import duckdb
@@ -319,8 +330,79 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default table)")
     add_target_arguments(parser)
     add_local_arguments(parser)
+    parser.add_argument(
+        "--socket",
+        default=os.environ.get("QUERY_SOCKET") or None,
+        help="ask the dashboard on this Unix socket first: it keeps the last hours loaded "
+        "(default: $QUERY_SOCKET, set in its container; none)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no note on stderr about what was read")
     return parser
+
+
+# --- the dashboard's tables ----------------------------------------------------------
+
+# A running dashboard (query/dashboard.py --query-socket) keeps the window's rows loaded:
+# it answers a SELECT over a range of the last 24 hours with the same tables and output,
+# for a refresh instead of reading the range (docs/performance.md). What it declines, or
+# when it cannot be reached, is answered here from the bucket, as without it.
+SOCKET_TIMEOUT = 300.0
+
+
+def ask_dashboard(path: str, request: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The dashboard's (header, output) for `request`; OSError or ValueError if it has none."""
+    import socket
+
+    if not hasattr(socket, "AF_UNIX"):
+        raise OSError("this system has no Unix sockets")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(SOCKET_TIMEOUT)
+        sock.connect(path)
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        with sock.makefile("rb") as answer:
+            header = json.loads(answer.readline())
+            body = answer.read().decode()
+    if not isinstance(header, dict):
+        raise ValueError("not an answer")
+    return header, body
+
+
+def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: datetime, out: TextIO) -> bool:
+    """Whether the dashboard answered (then its output is written); a SQL error is a Failure."""
+    if not args.socket:
+        return False
+    request = {
+        "version": 1,
+        "sql": args.sql,
+        "format": args.format,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "bucket": args.bucket,
+        "endpoint": None if args.aws else args.endpoint_url,
+        "region": args.region,
+    }
+    began = time.perf_counter()
+    try:
+        header, body = ask_dashboard(args.socket, request)
+    except (OSError, ValueError) as exc:
+        reason = f"no answer on {args.socket} ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
+        header, body = {"declined": reason}, ""
+    if "error" in header:
+        raise Failure(str(header["error"]))
+    if "declined" in header:
+        if not args.quiet:
+            note = f"logs_query: the dashboard did not answer: {header['declined']}; reading the bucket"
+            print(note, file=sys.stderr)
+        return False
+    out.write(body)
+    if not args.quiet:
+        print(
+            f"logs_query: answered by the dashboard's loaded tables ({header.get('read', 0)} new object(s) read) "
+            f"in {time.perf_counter() - began:.2f} s",
+            file=sys.stderr,
+        )
+    return True
 
 
 def _fetch_to_files(
@@ -401,6 +483,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     if args.sql is not None and not args.sql.strip():
         parser.error("the SQL is empty")
     try:
+        if answered_by_dashboard(args, start, end, out):
+            return 0
         bucket = Bucket(s3_client(None if args.aws else args.endpoint_url, args.region, args.workers), args.bucket)
         began = time.perf_counter()
         local = local_copies(args)

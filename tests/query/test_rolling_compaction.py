@@ -23,6 +23,7 @@ from typing import ClassVar
 import boto3
 import bucket_reader
 import compact_hours
+import dashboard
 import logs_query
 import pytest
 from support.query_data import QUERY, nginx_line, timed_line
@@ -275,6 +276,27 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
             check(before, after, Counter({row["request_id"]: row["n"] for row in rows}), "logs_query")
             counts["sql reads"] += 1
 
+    def reading_dashboard() -> None:
+        # the dashboard's tables, kept loaded and asked as through its query socket
+        store = dashboard.Store(new_bucket(aws), workers=4, clock=lambda: T17 + timedelta(minutes=55))
+        service = dashboard.QueryService(store, {"bucket": BUCKET, "endpoint": aws, "region": "us-east-1"})
+        sql = "SELECT request_id, count(*) AS n FROM logs GROUP BY request_id"
+        request = {"version": 1, "sql": sql, "format": "json", "start": T17.isoformat()}
+        request.update(end=(T17 + timedelta(hours=1)).isoformat(), bucket=BUCKET, endpoint=aws, region="us-east-1")
+        try:
+            while not stop.is_set():
+                with lock:
+                    before = set(written)
+                header, out = service.answer(request, time.monotonic())
+                with lock:
+                    after = set(attempted)
+                assert "read" in header, header
+                rows = [json.loads(line) for line in out.splitlines()]
+                check(before, after, Counter({row["request_id"]: row["n"] for row in rows}), "dashboard")
+                counts["dashboard reads"] += 1
+        finally:
+            store.close()
+
     def guarded(target) -> threading.Thread:
         def run() -> None:
             try:
@@ -287,10 +309,16 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
         thread.start()
         return thread
 
-    threads = [guarded(f) for f in (writing, compacting, reading_raw, reading_raw, reading_sql)]
+    threads = [guarded(f) for f in (writing, compacting, reading_raw, reading_raw, reading_sql, reading_dashboard)]
     deadline = time.monotonic() + 120
     while not stop.is_set() and time.monotonic() < deadline:
-        if counts["passes"] >= 25 and counts["folded"] >= 5 and counts["raw reads"] >= 30 and counts["sql reads"] >= 8:
+        if (
+            counts["passes"] >= 25
+            and counts["folded"] >= 5
+            and counts["raw reads"] >= 30
+            and counts["sql reads"] >= 8
+            and counts["dashboard reads"] >= 8
+        ):
             break
         stop.wait(0.2)
     stop.set()
@@ -299,6 +327,7 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
     assert problems.empty(), [problems.get() for _ in range(problems.qsize())]
     # (a slow machine may reach fewer in the time; these still race every step)
     assert counts["passes"] >= 10 and counts["folded"] >= 2 and counts["sql reads"] >= 3, counts
+    assert counts["dashboard reads"] >= 3, counts
     # and at the end, every line once, in a few compacted objects
     compact_hours.roll_hour(bucket, HOUR, settle=NOW)
     assert set(request_ids(bucket)) == set(written)

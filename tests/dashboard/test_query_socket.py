@@ -1,0 +1,171 @@
+"""The dashboard's query socket (dashboard.py --query-socket) against moto server: the
+query tool asked there gives the output it gives alone, sees what landed just before it
+asked, and answers from the bucket whatever the dashboard declines."""
+
+from __future__ import annotations
+
+import stat
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dashboard
+import logs_query
+import pytest
+from support.dashboard_data import NOW, sample
+from support.query_data import Writer, nginx_line, timed_line
+
+SINCE_3H = ["--from", (NOW - timedelta(hours=3)).isoformat(), "--to", NOW.isoformat()]
+
+
+class Socket:
+    """A dashboard Store over the moto bucket, answering on a Unix socket in `folder`."""
+
+    def __init__(self, s3_client, bucket: str, endpoint: str, folder: Path, clock=lambda: NOW) -> None:
+        self.store = dashboard.Store(logs_query.Bucket(s3_client, bucket), workers=4, clock=clock)
+        target = {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1"}
+        self.path = folder / "query" / "query.sock"
+        self.server = dashboard.make_query_server(dashboard.QueryService(self.store, target), self.path)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.store.close()
+
+
+@pytest.fixture
+def socket_(s3_client, bucket, aws, tmp_path) -> Iterator[Socket]:
+    served = Socket(s3_client, bucket, aws, tmp_path)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def writer(handler_module, monkeypatch) -> Writer:
+    monkeypatch.setattr(handler_module, "log", lambda *args, **kwargs: None)
+    return Writer(handler_module)
+
+
+def ask(aws: str, capsys, socket_path: Path | str, *args: str) -> tuple[int, str, str]:
+    code = logs_query.main(["--endpoint-url", aws, "--socket", str(socket_path), *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def both(aws: str, capsys, socket_: Socket, *args: str) -> tuple[tuple[int, str], tuple[int, str], str]:
+    """(code, output) through the socket, then from the bucket alone; the socket run's stderr."""
+    code, out, err = ask(aws, capsys, socket_.path, *args)
+    alone, out_alone, _ = ask(aws, capsys, "", *args)
+    return (code, out), (alone, out_alone), err
+
+
+def write_traffic(writer: Writer) -> None:
+    """Three hours of requests with ids, a re-send of some, lines without an id, junk."""
+    requests = sample(300, timedelta(hours=3))
+    lines = [timed_line(r.at, r.path, f"{n:032x}", 0.001 * (n % 40)) for n, r in enumerate(requests)]
+    for first in range(0, len(lines), 30):
+        writer.batch(lines[first : first + 30], arrival=requests[min(first + 29, len(lines) - 1)].at)
+    writer.batch(lines[100:110], arrival=requests[120].at)  # fluentd's re-send: same ids
+    writer.batch([nginx_line(NOW - timedelta(minutes=5), "/no-id")] * 2, arrival=NOW - timedelta(minutes=5))
+    writer.batch(["not an access log line"], arrival=NOW - timedelta(minutes=20))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # the summary
+        ["--format", "json", "SELECT status, count(*) AS n, max(timestamp) AS newest FROM logs GROUP BY 1 ORDER BY 1"],
+        ["--format", "csv", "SELECT * FROM logs ORDER BY timestamp, request_uri, request_id"],
+        ["SELECT count(*) AS n, count(DISTINCT request_id) AS ids FROM logs"],
+        ["--format", "csv", 'SELECT "errorCode", "rawData", "approximateArrivalTimestamp" FROM errors'],
+        ["WITH p AS (SELECT request_uri FROM logs) SELECT count(*) FROM p; SELECT 2 AS last"],
+    ],
+    ids=["summary", "group-by", "all-rows", "dedupe", "errors", "two-selects"],
+)
+def test_the_socket_answers_as_the_tool_does_alone(aws, capsys, writer, socket_, args):
+    write_traffic(writer)
+    for since in (SINCE_3H, ["--from", (NOW - timedelta(minutes=50)).isoformat(), "--to", NOW.isoformat()]):
+        through, alone, err = both(aws, capsys, socket_, *since, *args)
+        assert through == alone and through[0] == 0
+        assert "answered by the dashboard's loaded tables" in err, err
+    assert "requests" in alone[1] or alone[1].strip()
+
+
+def test_a_line_that_landed_just_before_the_query_is_in_its_answer(aws, capsys, writer, socket_):
+    write_traffic(writer)
+    count = ["--format", "csv", *SINCE_3H, "SELECT count(*) AS n FROM logs"]
+    assert ask(aws, capsys, socket_.path, *count)[1].splitlines() == ["n", "302"]
+    # an object that lands now though named after an arrival 10 minutes ago (a late batch):
+    # a dashboard refresh lists only the last minutes, the query's lists the hours in full
+    socket_.store.sync(NOW - timedelta(hours=3))
+    late = NOW - timedelta(minutes=10)
+    writer.batch([timed_line(late, "/late", "f" * 32)], arrival=late)
+    code, out, err = ask(aws, capsys, socket_.path, *count)
+    assert code == 0 and out.splitlines() == ["n", "303"] and "1 new object(s) read" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        ([*SINCE_3H, "CREATE TABLE t AS SELECT count(*) AS n FROM logs; SELECT n FROM t"], "SELECT over logs"),
+        ([*SINCE_3H, "SHOW TABLES"], "SELECT over logs and errors only"),
+        ([*SINCE_3H, "SELECT table_name FROM information_schema.tables ORDER BY 1"], "SELECT over logs"),
+        (
+            ["--from", (NOW - timedelta(hours=30)).isoformat(), "--to", NOW.isoformat(), "SELECT count(*) FROM logs"],
+            "outside the dashboard's last 24 hours",
+        ),
+        (["--bucket", "other-bucket", *SINCE_3H, "SELECT 1"], "it reads another bucket"),
+    ],
+    ids=["create", "show-tables", "catalog", "older-range", "other-bucket"],
+)
+def test_what_the_dashboard_declines_the_tool_answers_from_the_bucket(aws, capsys, writer, socket_, args, why):
+    write_traffic(writer)
+    socket_.store.sync(NOW - timedelta(hours=3))
+    rows = socket_.store.con.execute("SELECT count(*) FROM logs_all").fetchall()
+    through, alone, err = both(aws, capsys, socket_, *args)
+    assert through == alone
+    assert "the dashboard did not answer: " in err and why in err and "reading the bucket" in err
+    # and nothing the tool ran there changed the dashboard's tables
+    assert socket_.store.con.execute("SELECT count(*) FROM logs_all").fetchall() == rows
+    assert [r[0] for r in socket_.store.con.execute("SHOW TABLES").fetchall()] == ["errors_all", "logs_all"]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELEC 1", "SELECT nothing FROM logs", "SELECT * FROM read_text('/etc/hostname')", "-- a comment only"],
+)
+def test_sql_errors_there_are_the_tools_own_one_line(aws, capsys, bucket, socket_, sql):
+    code, out, err = ask(aws, capsys, socket_.path, *SINCE_3H, sql)
+    code_alone, out_alone, err_alone = ask(aws, capsys, "", *SINCE_3H, sql)
+    assert (code, out) == (code_alone, out_alone) == (1, "")
+    assert err == err_alone and err.startswith("logs_query: error: SQL: ") and err.count("\n") == 1
+
+
+def test_without_a_dashboard_on_the_path_the_tool_reads_the_bucket(aws, capsys, writer, tmp_path):
+    write_traffic(writer)
+    stale = tmp_path / "stale.sock"
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as listener:  # a socket file nobody listens on any more
+        listener.bind(str(stale))
+    args = ["--format", "csv", *SINCE_3H, "SELECT count(*) AS n FROM logs"]
+    for path in (tmp_path / "absent.sock", stale):
+        code, out, err = ask(aws, capsys, path, *args)
+        assert code == 0 and out.splitlines() == ["n", "302"]
+        assert f"no answer on {path}" in err and "reading the bucket" in err
+    code, out, err = ask(aws, capsys, tmp_path / "absent.sock", "--quiet", *args)
+    assert out.splitlines() == ["n", "302"] and err == ""
+
+
+def test_the_socket_is_its_users_alone(socket_):
+    assert stat.S_IMODE(socket_.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(socket_.path.parent.stat().st_mode) == 0o700
+    # the dashboard's DuckDB reads no file beyond its own folder, and its settings are fixed
+    import duckdb
+
+    with pytest.raises(duckdb.Error, match="disabled by configuration"):
+        socket_.store.con.execute("SELECT * FROM read_text('/etc/hostname')")
+    with pytest.raises(duckdb.Error, match="locked"):
+        socket_.store.con.execute("SET enable_external_access = true")
