@@ -22,7 +22,10 @@ BY; nginx's timestamps have whole seconds). Every 5 minutes an exact check lists
 request path of the last hour (untimed) against the poller's set, and a row shows that
 window's request->S3 latency, lost lines, objects in the hour's listing, the memory of
 LocalStack and kinesis-mock and the load average. With `--compactor` (default when
-query/compact_hours.py has `--follow`) the stack's rolling compactor runs beside it.
+query/compact_hours.py has `--follow`) the stack's rolling compactor runs beside it; with
+`--dashboard` (default when dashboard.py has `--query-socket`) the stack's dashboard runs
+as its own process and the query tool asks it first (`--socket`), as `./start.sh query`
+does in its container; each sample says who answered, and a decline counts as a failure.
 At the end: p50/p99 of each query and of freshness, objects written an hour, what the
 bucket holds, and the closed hours (goal <= 2 s): the hour the traffic finished, if it
 crossed an hour's end, as the stack left it and compacted; then a past hour written as
@@ -66,6 +69,7 @@ from pipeline_bench import BUCKET, FUNCTION, load_average, percentile, send_load
 from support import localstack_host  # noqa: E402
 
 QUERY = ROOT / "query" / "logs_query.py"
+ASSETS = ROOT / "query" / "assets"  # uPlot for the dashboard (npm ci), as the tests install it
 COMPACTOR = ROOT / "query" / "compact_hours.py"
 GROUP_BY = 'SELECT status, count(*) AS requests, max("timestamp") AS newest FROM logs GROUP BY 1 ORDER BY 1'
 WINDOW = 300  # seconds per soak row
@@ -194,27 +198,35 @@ class Sample:
     missed: int  # at least this many of them not counted
     freshness: float | None
     error: str = ""
+    via: str = "bucket"  # or "dashboard": who answered
 
     def row(self) -> str:
         fresh = f"{self.freshness:5.1f} s" if self.freshness is not None else "    - "
         text = (
             f"  {self.at / 60:5.1f} min  {self.name:<12} {self.seconds:6.2f} s  counted {self.counted:7d}"
             f"  (seen >= {RULE:g} s before: {self.expected:7d}, missed {self.missed})  freshness {fresh}"
+            f"  via {self.via}"
         )
         return text + (f"  ERROR {self.error}" if self.error else "")
 
 
 class Queries:
-    def __init__(self, endpoint: str, saved_logs: Path | None) -> None:
-        self.base = [sys.executable, str(QUERY), "--endpoint-url", endpoint, "--quiet"]
+    def __init__(self, endpoint: str, saved_logs: Path | None, socket: Path | None = None) -> None:
+        self.base = [sys.executable, str(QUERY), "--endpoint-url", endpoint]
         self.saved_logs = saved_logs
         if saved_logs is not None:
             self.base += ["--saved-logs", str(saved_logs)]
+        # with a dashboard, its note on stderr tells who answered; without, no note
+        self.base += ["--socket", str(socket)] if socket else ["--quiet"]
 
     def run(self, args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
         started = time.perf_counter()
         result = subprocess.run([*self.base, *args], capture_output=True, text=True, check=False)
         return time.perf_counter() - started, result
+
+
+def via(result: subprocess.CompletedProcess) -> str:
+    return "dashboard" if "answered by the dashboard" in result.stderr else "bucket"
 
 
 def summary_count(output: str) -> int:
@@ -245,9 +257,10 @@ def sample(queries: Queries, watch: Watch, sent: dict[str, float], began: float)
                 freshness = start - datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()
         else:
             counted, error = summary_count(result.stdout), ""
-        samples.append(
-            Sample(start - began, name, seconds, counted, len(early), max(0, len(early) - counted), freshness, error)
-        )
+        if "did not answer" in result.stderr:  # answered from the bucket all the same: say why
+            error = error or result.stderr.strip().splitlines()[0]
+        missed = max(0, len(early) - counted)
+        samples.append(Sample(start - began, name, seconds, counted, len(early), missed, freshness, error, via(result)))
     return samples
 
 
@@ -256,7 +269,9 @@ def exact_check(queries: Queries, watch: Watch, sent: dict[str, float], run: str
     start = time.time()
     early = watch.early(start - RULE, start - 3600 + 2, sent)
     sql = f"SELECT request_uri FROM logs WHERE request_uri LIKE '/bench/{run}/%'"  # noqa: S608 - our own run id
-    seconds, result = queries.run(["--since", "1h", "--format", "csv", sql])
+    # the hour before `start` itself: the tool's own clock starts later (by its start-up)
+    since, until = (datetime.fromtimestamp(t, UTC).isoformat() for t in (start - 3600, start + 60))
+    seconds, result = queries.run(["--from", since, "--to", until, "--format", "csv", sql])
     if result.returncode != 0:
         return f"exact check failed: {result.stderr.strip()[-300:]}"
     listed = result.stdout.splitlines()[1:]
@@ -288,7 +303,8 @@ def window_row(
         f"max {max(latencies, default=float('nan')):.2f} s, lost {len(paths) - len(latencies)}, "
         f"objects in the hour {snapshot['objects']}, RSS LocalStack {mem['localstack']:.0f} MB, "
         f"kinesis-mock {mem['kinesis-mock']:.0f} MB (all its processes {mem['all']:.0f} MB), "
-        f"load {snapshot['load']}"
+        + (f"dashboard {snapshot['dashboard']:.0f} MB, " if snapshot.get("dashboard") else "")
+        + f"load {snapshot['load']}"
     )
 
 
@@ -348,6 +364,36 @@ def compactor(endpoint: str, enabled: bool, log: Path):
             process.wait()
 
 
+@contextlib.contextmanager
+def dashboard(endpoint: str, saved: Path | None, enabled: bool, folder: Path, log: Path):
+    """The stack's dashboard as its own process, answering the query tool on a socket in
+    `folder` (QUERY_SOCKET in the stack); yields (the socket's path, the process), or Nones."""
+    if not enabled:
+        yield None, None
+        return
+    if not (ASSETS / "node_modules" / "uplot" / "dist" / "uPlot.iife.min.js").is_file():
+        subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=ASSETS, check=True)
+    path = folder / "query" / "query.sock"
+    command = [sys.executable, str(QUERY.with_name("dashboard.py")), "--port", "0", "--endpoint-url", endpoint]
+    command += ["--query-socket", str(path)] + (["--saved-logs", str(saved)] if saved else [])
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not path.is_socket():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the dashboard did not start: {log.read_text()[-500:]}")
+            time.sleep(0.1)
+        yield path, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def traffic(port: int, rate: float, seconds: float, run: str, sent: dict[str, float]) -> threading.Thread:
     thread = threading.Thread(target=lambda: asyncio.run(send_load(port, rate, seconds, run, sent)), daemon=True)
     thread.start()
@@ -366,13 +412,16 @@ def settle(watch: Watch, sent: dict[str, float], drain: float) -> None:
 def live(args: argparse.Namespace) -> int:
     run = f"live-{int(time.time())}"
     seconds = args.minutes * 60
-    with tempfile.TemporaryDirectory() as tmp, rig(Path(tmp)) as (localstack, bench):
+    with tempfile.TemporaryDirectory() as tmp, rig(Path(tmp)) as (localstack, bench), contextlib.ExitStack() as stack:
         endpoint = localstack.endpoint
         saved = localstack.data_dir if accepts(QUERY, "--saved-logs") else None
-        queries = Queries(endpoint, saved)
+        log = Path(tmp) / "dashboard.log"
+        socket, answering = stack.enter_context(dashboard(endpoint, saved, args.dashboard, Path(tmp), log))
+        queries = Queries(endpoint, saved, socket)
         print(
             f"query tool: {'reads the saved logs in ' + str(saved) if saved else 'S3 only (no --saved-logs flag)'}; "
-            f"compactor: {'compact_hours.py --follow' if args.compactor else 'none'}",
+            f"compactor: {'compact_hours.py --follow' if args.compactor else 'none'}; "
+            f"dashboard: {'answers on its query socket' if args.dashboard else 'none'}",
             flush=True,
         )
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -387,6 +436,7 @@ def live(args: argparse.Namespace) -> int:
                 {
                     "objects": count_objects(s3, [hour_prefix(time.time())]),
                     "memory": memory(localstack),
+                    "dashboard": rss_mb(answering.pid) if answering else None,
                     "load": load_average(),
                 }
             )
@@ -445,9 +495,11 @@ def report_live(
         times = [s.seconds for s in samples if s.name == name and not s.error]
         fails = sum(1 for s in samples if s.name == name and s.error)
         missed = sum(s.missed for s in samples if s.name == name)
+        by_dashboard = sum(1 for s in samples if s.name == name and s.via == "dashboard")
         met = times and percentile(times, 100) <= goal and not missed and not fails
         print(
-            f"{name:<12}: {len(times)} samples, p50 {percentile(times, 50):.2f} s, p99 {percentile(times, 99):.2f} s, "
+            f"{name:<12}: {len(times)} samples ({by_dashboard} answered by the dashboard), "
+            f"p50 {percentile(times, 50):.2f} s, p99 {percentile(times, 99):.2f} s, "
             f"max {max(times, default=float('nan')):.2f} s; failed {fails}; lines missed by the {RULE:g} s rule "
             f"{missed}; goal <= {goal:g} s every time: {'met' if met else 'NOT met'}",
             flush=True,
@@ -592,6 +644,14 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=follow,
         help=f"run compact_hours.py --follow beside it (default: {'on' if follow else 'off, no --follow yet'})",
+    )
+    answers = accepts(QUERY.with_name("dashboard.py"), "--query-socket")
+    parser.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=answers,
+        help="run dashboard.py beside it, the query tool asking it first, as ./start.sh query does "
+        f"(default: {'on' if answers else 'off, no --query-socket yet'})",
     )
     parser.add_argument(
         "--exact", action=argparse.BooleanOptionalAction, default=True, help="the 5-minute exact check (default on)"

@@ -128,6 +128,20 @@ class Bucket:
         except self.client.exceptions.NoSuchKey:
             raise Missing(key) from None
 
+    def get_changed(self, key: str, etag: str | None) -> tuple[bytes | None, str]:
+        """(bytes, ETag) of `key`, or (None, `etag`) when it still has that ETag (a 304)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client.get_object(Bucket=self.name, Key=key, **({"IfNoneMatch": etag} if etag else {}))
+        except self.client.exceptions.NoSuchKey:
+            raise Missing(key) from None
+        except ClientError as exc:
+            if etag and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 304:
+                return None, etag
+            raise
+        return answer["Body"].read(), answer.get("ETag", "")
+
 
 # --- bytes already on this machine ---------------------------------------------------
 
@@ -335,18 +349,33 @@ def _is_manifest(value: Any) -> bool:
     )
 
 
-def read_manifest(bucket: Bucket, prefix: str, keys: Iterable[str]) -> dict[str, Any] | None:
+def read_manifest(
+    bucket: Bucket, prefix: str, keys: Iterable[str], known: dict[str, tuple[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """The hour's compaction manifest, if listed. With `known` (key -> (ETag, manifest)),
+    one that has not changed since is not read again: a rolling compactor's manifest names
+    every source of the hour (about 1.6 MB at 200 req/s), and a long-lived reader asks often."""
     key = prefix + MANIFEST_NAME
     if key not in keys:
         return None
+    cached = known.get(key) if known is not None else None
     try:
-        manifest = json.loads(bucket.get(key))
+        if known is None:
+            body, etag = bucket.get(key), ""
+        else:
+            body, etag = bucket.get_changed(key, cached[0] if cached else None)
     except Missing:
         return None
+    if body is None and cached:
+        return cached[1]
+    try:
+        manifest = json.loads(body or b"")
     except ValueError:
         manifest = None
     if not _is_manifest(manifest):
         raise Failure(f"s3://{bucket.name}/{key} is not a compaction manifest")
+    if known is not None:
+        known[key] = (etag, manifest)
     return manifest
 
 

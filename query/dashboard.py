@@ -75,6 +75,7 @@ KEEP = timedelta(hours=25)  # hours older than the longest window are dropped fr
 # a full listing of each hour every FULL_LISTING seconds catches any later one.
 LAG = timedelta(minutes=2)
 FULL_LISTING = 60.0
+ATTEMPTS = 5  # listings of an hour whose objects keep vanishing before a sync gives up
 
 
 class BadRequest(ValueError):
@@ -130,6 +131,7 @@ class Store:
         self.lock = threading.Lock()
         self.synced: tuple[float, datetime] | None = None  # (monotonic time it began, window start)
         self.reads = 0  # objects read so far
+        self.manifests: dict[str, tuple[str, Any]] = {}  # manifest key -> (ETag, manifest)
 
     def close(self) -> None:
         self.con.close()
@@ -149,11 +151,19 @@ class Store:
             now = self.clock()
             hours = logs_query.hour_prefixes(start, now + timedelta(minutes=5))
             prefixes = [h + "/" for h in hours] + [ERROR_PREFIX + h + "/" for h in hours]
+            full = fresh_after is not None
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                listings = list(pool.map(lambda p: self._listing(p, now, fresh_after is not None), prefixes))
-                for prefix, listing in zip(prefixes, listings, strict=True):
-                    self._load(pool, prefix, listing)
+                for attempt in range(ATTEMPTS):
+                    listings = list(pool.map(lambda p, full=full: self._listing(p, now, full), prefixes))
+                    # an hour where an object vanished (a compaction ran meanwhile) is listed again
+                    prefixes = [p for p, k in zip(prefixes, listings, strict=True) if not self._load(pool, p, k)]
+                    if not prefixes:
+                        break
+                    full = True
+                    time.sleep(0.05 * (attempt + 1))
             self._forget(now - KEEP)
+            if prefixes:  # their rows stay as last loaded: complete up to an earlier moment
+                raise logs_query.Failure(f"objects kept vanishing while reading hours {', '.join(prefixes)}")
             self.synced = (began, start)
 
     def _list(self, prefix: str, start_after: str = "") -> dict[str, tuple[int, str]]:
@@ -180,9 +190,11 @@ class Store:
         hour.listing, hour.listed_at = listing, time.monotonic()
         return {key: size for key, (size, _) in listing.items()}
 
-    def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int]) -> None:
+    def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int]) -> bool:
+        """Read the hour's objects not loaded yet, then change its rows in one transaction;
+        False (nothing changed) if one vanished before it was read."""
         table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
-        manifest = read_manifest(self.bucket, prefix, list(listing))
+        manifest = read_manifest(self.bucket, prefix, list(listing), self.manifests)
         plan = objects_to_read(listing, manifest)
         hour = self.hours.setdefault(prefix, Hour())
         etags = {key: etag for key, (_, etag) in hour.listing.items()}
@@ -192,20 +204,31 @@ class Store:
         rewritten = any(etag and etags.get(key, etag) != etag for key, etag in hour.loaded.items())
         named = manifest_objects(manifest)
         sources = set(manifest["sources"]) if manifest else set()
-        if rewritten or not (set(hour.loaded) <= set(plan) or self._adopted(hour, plan, named, sources, etags)):
-            self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
-            hour.loaded = {}
-        hour.objects = len(plan)
-        hour.bytes = sum(listing.get(key, 0) for key in plan)
-        new = [key for key in plan if key not in hour.loaded]
-        if not new:
-            hour.named, hour.sources = named, sources
-            return
+        loaded = None if rewritten else self._adopted(hour, plan, named, sources, etags)
+        new = [key for key in plan if key not in (loaded or {})]
         try:
             read = pool.map(lambda key: read_object(self.bucket, key, etags.get(key), self.local), new)
             bodies = [body for body, _ in read]
         except Missing:
-            return  # a compaction ran meanwhile: the next refresh reads its object
+            return False
+        self.con.execute("BEGIN TRANSACTION")  # a query sees the hour before or after, whole
+        try:
+            if loaded is None:
+                self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
+            if bodies:
+                self._insert(table, prefix, bodies)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        hour.loaded = {**(loaded or {}), **{key: etags.get(key, "") for key in new}}
+        hour.objects = len(plan)
+        hour.bytes = sum(listing.get(key, 0) for key in plan)
+        hour.named, hour.sources = named, sources
+        self.reads += len(new)
+        return True
+
+    def _insert(self, table: str, prefix: str, bodies: list[bytes]) -> None:
         stem = self.tmp / "batch"
         plain_file, gzip_file = stem.with_suffix(".jsonl"), stem.with_suffix(".jsonl.gz")
         with plain_file.open("wb") as plain, gzip_file.open("wb") as gzipped:
@@ -229,28 +252,30 @@ class Store:
                     FROM read_json(?, format = 'newline_delimited', columns = {struct})""",  # noqa: S608
                 [prefix, files],
             )
-        hour.loaded.update((key, etags.get(key, "")) for key in new)
-        hour.named, hour.sources = named, sources
-        self.reads += len(new)
 
     @staticmethod
-    def _adopted(hour: Hour, plan: list[str], named: list[str], sources: set[str], etags: dict[str, str]) -> bool:
-        """Take a compaction that ran since the last load without reading the hour again.
+    def _adopted(
+        hour: Hour, plan: list[str], named: list[str], sources: set[str], etags: dict[str, str]
+    ) -> dict[str, str] | None:
+        """What counts as loaded of the hour now, or None: read it again.
 
-        Its new objects hold the lines of what it took in: raw objects now among the
-        manifest's sources, compacted objects it no longer names. When all of those were
-        loaded, the rows are already right (a re-sent copy it dropped is dropped by the
-        windows' dedupe too), so the new objects count as loaded, unread. The rolling
-        compactor (compact_hours.py --follow) changes the open hour every pass.
+        Nothing left the plan: what was loaded. A compaction that ran since the last load
+        is taken without reading the hour again: its new objects hold the lines of what it
+        took in (raw objects now among the manifest's sources, compacted objects it no
+        longer names). When all of those were loaded, the rows are already right (a re-sent
+        copy it dropped is dropped by the windows' dedupe too), so the new objects count as
+        loaded, unread. The rolling compactor (compact_hours.py --follow) changes the open
+        hour every pass.
         """
         gone = set(hour.loaded) - set(plan)
+        if not gone:
+            return dict(hour.loaded)
         taken = (sources - hour.sources) | (set(hour.named) - set(named))
-        if not gone or not taken <= set(hour.loaded) or not gone <= taken:
-            return False
-        for key in gone:
-            del hour.loaded[key]
-        hour.loaded.update((key, etags.get(key, "")) for key in named if key not in hour.loaded)
-        return True
+        if not taken <= set(hour.loaded) or not gone <= taken:
+            return None
+        loaded = {key: etag for key, etag in hour.loaded.items() if key not in gone}
+        loaded.update((key, etags.get(key, "")) for key in named if key not in loaded)
+        return loaded
 
     def _forget(self, before: datetime) -> None:
         oldest = before.strftime("%Y/%m/%d/%H/")
@@ -258,6 +283,7 @@ class Store:
             table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
             self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
             del self.hours[prefix]
+            self.manifests.pop(prefix + bucket_reader.MANIFEST_NAME, None)
 
     def query(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """One fixed statement over `logs` and `errors` of [start, end) (the first two params)."""
@@ -529,9 +555,9 @@ class QueryService:
             return {"error": str(exc)}, ""
         if any(kind != "SELECT" for kind in statements) or CATALOG.search(sql or ""):
             raise Declined("it answers SELECT over logs and errors only")
-        before = self.store.reads
+        before, began = self.store.reads, time.monotonic()
         self.store.sync(start, fresh_after=arrived)
-        read = self.store.reads - before
+        read, refreshed = self.store.reads - before, time.monotonic()
         with self.store.lock:
             cursor = self.store.con.cursor()
         out = io.StringIO()
@@ -548,7 +574,8 @@ class QueryService:
             return {"error": str(exc)}, ""
         finally:
             cursor.close()  # its transaction and temporary tables go with it
-        return {"read": read}, out.getvalue()
+        timings = {"refresh": round(refreshed - began, 3), "sql": round(time.monotonic() - refreshed, 3)}
+        return {"read": read, **timings}, out.getvalue()
 
     def _checked(self, request: Any) -> tuple[str | None, str, datetime, datetime]:
         if not isinstance(request, dict) or request.get("version") != 1:

@@ -398,8 +398,9 @@ def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: dateti
     out.write(body)
     if not args.quiet:
         print(
-            f"logs_query: answered by the dashboard's loaded tables ({header.get('read', 0)} new object(s) read) "
-            f"in {time.perf_counter() - began:.2f} s",
+            f"logs_query: answered by the dashboard's loaded tables in {time.perf_counter() - began:.2f} s "
+            f"({header.get('read', 0)} new object(s) read; refresh {header.get('refresh', 0):.2f} s, "
+            f"SQL {header.get('sql', 0):.2f} s)",
             file=sys.stderr,
         )
     return True

@@ -625,3 +625,29 @@ def test_a_batch_delivered_again_with_more_lines_after_its_merge_loses_nothing(a
     compact_hours.compact_hour(bucket, HOUR)
     assert raw_keys(bucket) == [] and seen(bucket) == expected
     assert sum(request_ids(bucket).values()) == len(expected)  # the first copies dropped
+
+
+def test_a_known_manifest_is_read_again_only_once_it_changed(aws, writer):
+    """A long-lived reader (the dashboard) keeps each manifest with its ETag: a pass that
+    changed nothing costs a 304, not the manifest's bytes; a new pass's manifest is read."""
+    bucket, lines = new_bucket(aws), Lines(writer)
+    lines.batch(4)
+    compact_hours.roll_hour(bucket, HOUR, settle=NOW)
+    bodies: list[bytes | None] = []
+    real = bucket.get_changed
+
+    def recorded(key: str, etag: str | None):
+        body, tag = real(key, etag)
+        bodies.append(body)
+        return body, tag
+
+    bucket.get_changed = recorded
+    known: dict = {}
+    first = bucket_reader.read_manifest(bucket, HOUR, bucket.list(HOUR), known)
+    again = bucket_reader.read_manifest(bucket, HOUR, bucket.list(HOUR), known)
+    assert again == first and bodies[0] and bodies[1:] == [None]  # read, then a 304
+    lines.batch(3)
+    compact_hours.roll_hour(bucket, HOUR, settle=NOW)
+    changed = bucket_reader.read_manifest(bucket, HOUR, bucket.list(HOUR), known)
+    assert bodies[-1] and len(changed["sources"]) > len(first["sources"])
+    assert changed == bucket_reader.read_manifest(bucket, HOUR, bucket.list(HOUR))
