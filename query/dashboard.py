@@ -127,6 +127,9 @@ class Store:
             f'CREATE TABLE logs_all ({logs_query._columns_sql(LOG_COLUMNS)}, "_hour" VARCHAR, "_path" VARCHAR)'
         )
         self.con.execute(f'CREATE TABLE errors_all ({logs_query._columns_sql(ERROR_COLUMNS)}, "_hour" VARCHAR)')
+        # request ids held more than once (fluentd's re-sends): the only rows an answer on
+        # the query socket numbers to keep one per request, not every row of the range
+        self.con.execute("CREATE TABLE resent_ids (request_id VARCHAR)")
         self.hours: dict[str, Hour] = {}
         self.lock = threading.Lock()
         self.synced: tuple[float, datetime] | None = None  # (monotonic time it began, window start)
@@ -165,6 +168,11 @@ class Store:
             if prefixes:  # their rows stay as last loaded: complete up to an earlier moment
                 raise logs_query.Failure(f"objects kept vanishing while reading hours {', '.join(prefixes)}")
             self.synced = (began, start)
+
+    def holds(self, start: datetime) -> bool:
+        """Whether the hours from `start` on are loaded (a window shown since reached back)."""
+        with self.lock:
+            return bool(self.synced) and start.strftime("%Y/%m/%d/%H/") in self.hours
 
     def _list(self, prefix: str, start_after: str = "") -> dict[str, tuple[int, str]]:
         found: dict[str, tuple[int, str]] = {}
@@ -239,10 +247,19 @@ class Store:
         if table == "logs_all":
             self.con.execute(
                 # built from logs_query's constants only; values are parameters
-                f"""INSERT INTO logs_all SELECT *, ?, {PATH} FROM read_json(?, format = 'newline_delimited',
-                    columns = {logs_query._struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')""",  # noqa: S608
+                f"""CREATE OR REPLACE TEMP TABLE batch AS SELECT *, ? AS "_hour", {PATH} AS "_path"
+                    FROM read_json(?, format = 'newline_delimited', columns = {logs_query._struct_sql(LOG_COLUMNS, {})},
+                                   timestampformat = '%Y-%m-%dT%H:%M:%SZ')""",  # noqa: S608
                 [prefix, files],
             )
+            self.con.execute("INSERT INTO logs_all SELECT * FROM batch")
+            self.con.execute(
+                """INSERT INTO resent_ids SELECT request_id FROM logs_all
+                   WHERE request_id IN (SELECT request_id FROM batch WHERE request_id IS NOT NULL)
+                   GROUP BY request_id HAVING count(*) > 1
+                   EXCEPT SELECT request_id FROM resent_ids"""
+            )
+            self.con.execute("DROP TABLE batch")
         else:
             names = ", ".join(f'"{n}"' for n in ERROR_COLUMNS if n != "approximateArrivalTimestamp")
             struct = logs_query._struct_sql(ERROR_COLUMNS, {"approximateArrivalTimestamp": "DOUBLE"})
@@ -284,6 +301,11 @@ class Store:
             self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
             del self.hours[prefix]
             self.manifests.pop(prefix + bucket_reader.MANIFEST_NAME, None)
+            self.con.execute(
+                """DELETE FROM resent_ids WHERE request_id NOT IN (
+                       SELECT request_id FROM logs_all WHERE request_id IN (SELECT request_id FROM resent_ids)
+                       GROUP BY request_id HAVING count(*) > 1)"""
+            )
 
     def query(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """One fixed statement over `logs` and `errors` of [start, end) (the first two params)."""
@@ -531,7 +553,9 @@ class SavedLogs:
 # runs: the window's rows are already in memory, so an answer costs a refresh and the SQL,
 # not a process start and the hour's objects (docs/performance.md). Only SELECT runs here;
 # the tool answers anything else itself, as it would without a dashboard.
-SERVED = KEEP - timedelta(hours=1)  # ranges that start within the last 24 hours
+# Ranges it holds, or that start within the last hour and a bit (the page's default
+# window): an older range would make it load every hour from there to now and keep them.
+RECENT = timedelta(minutes=65)
 MAX_REQUEST = 1 << 20
 # a SELECT that lists tables would see the dashboard's own: left to the query tool
 CATALOG = re.compile(r"\b(show|duckdb_\w*|information_schema|pragma\w*|sqlite_master)\b", re.IGNORECASE)
@@ -591,20 +615,22 @@ class QueryService:
         except (KeyError, TypeError, ValueError):
             raise Declined("malformed range") from None
         now = self.store.clock()
-        if start < now - SERVED or end > now + timedelta(minutes=5) or start >= end:
-            raise Declined("the range is outside the dashboard's last 24 hours")
+        if end > now + timedelta(minutes=5) or start >= end:
+            raise Declined("the range ends in the future")
+        if start < now - RECENT and not self.store.holds(start):
+            raise Declined("it holds the last hour and the windows shown; an older range is read from the bucket")
         return sql, fmt, start, end
 
 
 def _range_tables(start: datetime, end: datetime) -> list[str]:
     """`logs` and `errors` of [start, end) for one cursor, as the query tool loads them:
-    rows in the range, one per request_id (the first loaded; ids never repeat otherwise)."""
+    rows in the range, one per request_id (the first loaded; ids never repeat otherwise,
+    and both copies of a re-sent line carry its one timestamp: in the range or not)."""
     begin, finish = (f"TIMESTAMP '{t.replace(tzinfo=None).isoformat(sep=' ')}'" for t in (start, end))
     in_range = f'"timestamp" >= {begin} AND "timestamp" < {finish}'
     return [
-        f"""CREATE TEMP TABLE _resent AS SELECT rowid AS r FROM main.logs_all WHERE {in_range} AND request_id IN (
-                SELECT request_id FROM main.logs_all WHERE {in_range} AND request_id IS NOT NULL
-                GROUP BY request_id HAVING count(*) > 1)
+        f"""CREATE TEMP TABLE _resent AS SELECT rowid AS r FROM main.logs_all
+            WHERE {in_range} AND request_id IN (SELECT request_id FROM main.resent_ids)
             QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY rowid) > 1""",  # noqa: S608 - timestamps we format
         f"""CREATE TEMP VIEW logs AS SELECT * EXCLUDE ("_hour", "_path") FROM main.logs_all
             WHERE {in_range} AND rowid NOT IN (SELECT r FROM _resent)""",  # noqa: S608

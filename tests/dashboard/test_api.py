@@ -75,7 +75,7 @@ def test_top_path_is_the_query_tools_answer(serve, written, aws, capsys):
     # the same question through ./start.sh query's tool, over the same 6 h
     server = serve()
     _, body = server.get("/api/top?window=6h&by=path&limit=10")
-    sql = dict(logs_query.SUMMARY)["Top paths"]
+    sql = logs_query.TOP_PATHS_PLAIN  # what the summary's "Top paths" answers
     start, end = NOW - timedelta(hours=6), NOW
     code = logs_query.main(
         [

@@ -259,3 +259,40 @@ def test_hour_prefixes_cover_the_range_across_days():
     assert start == datetime(2026, 12, 31, 22, 30, tzinfo=UTC)
     assert bucket_reader.hour_prefixes(start, end) == ["2026/12/31/22", "2026/12/31/23", "2027/01/01/00"]
     assert bucket_reader.parse_duration("1h30m") == timedelta(minutes=90)
+
+
+def random_logs(rng) -> list[tuple]:
+    """(request_uri, status, request_time, upstream_response_time) rows: few or many paths,
+    ties, values at rounding edges, NULLs."""
+    paths, scale = rng.choice([1, 4, 6, 30, 2000]), rng.choice([0.01, 1.0, 5.0])
+    rows = []
+    for _ in range(rng.choice([0, 3, 9, 80, 600])):
+        uri = None if rng.random() < 0.03 else f"/p{rng.randrange(paths)}" + ("?q=1" if rng.random() < 0.2 else "")
+        seconds = rng.choice([None, 0.0495, 0.0505, 0.0015, round(rng.random() * scale, rng.choice([3, 4, 6]))])
+        rows.append((uri, rng.choice([200, 304, 404, 500]), seconds, rng.choice([None, rng.random()])))
+    return rows
+
+
+def test_the_path_statements_keep_the_rows_of_plain_ones():
+    """The summary's path statements share one pass (_paths), and "Slowest paths" skips
+    paths that cannot be among the five: on random logs they answer as plain statements
+    that group every row and take a quantile of every path."""
+    import random
+
+    statements = dict(logs_query.SUMMARY)
+    top, slowest = statements["Top paths"], statements["Slowest paths (p95 of request_time, seconds)"]
+    con = logs_query.connect()
+    compared = 0
+    for seed in range(60):
+        rows = random_logs(random.Random(seed))
+        columns = "request_uri VARCHAR, status INTEGER, request_time DOUBLE, upstream_response_time DOUBLE"
+        con.execute(f"CREATE OR REPLACE TABLE logs ({columns})")
+        if rows:
+            con.executemany("INSERT INTO logs VALUES (?, ?, ?, ?)", rows)
+        con.execute("DROP TABLE IF EXISTS _paths")
+        con.execute(logs_query.SUMMARY_PATHS)
+        expected = con.execute(logs_query.SLOWEST_PATHS_PLAIN).fetchall()
+        assert con.execute(slowest).fetchall() == expected, seed
+        assert con.execute(top).fetchall() == con.execute(logs_query.TOP_PATHS_PLAIN).fetchall(), seed
+        compared += bool(expected)
+    assert compared >= 40
