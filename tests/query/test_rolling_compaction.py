@@ -455,6 +455,24 @@ def test_follow_waits_while_localstack_puts_saved_logs_back(aws, writer, ready_s
     assert raw_keys(bucket) == [] and f"{HOUR}: 1 settled object(s) merged" in out.getvalue()
 
 
+def test_follow_merges_one_closed_hour_a_pass_and_rolls_the_open_hour_between(aws, writer):
+    """A week of hours never compacted (the compactor was stopped): each pass merges one,
+    so the open hour is rolled every pass meanwhile."""
+    bucket = new_bucket(aws)
+    days = [T17 - timedelta(days=d) for d in (5, 3, 1)]
+    for at in days:
+        writer.batch([timed_line(at + timedelta(minutes=10), f"/old{at:%d}", f"{at:%d}".zfill(32))], arrival=at)
+    now = T17 + timedelta(minutes=40)
+    follower = compact_hours.Follower(bucket, settle_open=NOW, since=timedelta(days=7), out=io.StringIO())
+    closed = [f"{at:%Y/%m/%d/%H}/" for at in days]
+    for done in range(1, len(days) + 1):
+        Lines(writer).batch(2, junk=False)  # the open hour, written between passes
+        follower.one_pass(now)
+        assert raw_keys(bucket) == []  # rolled at every pass
+        assert sum(not raw_keys(bucket, prefix) for prefix in closed) == done
+    assert all(manifest(bucket, prefix).get("closed") for prefix in closed)
+
+
 def test_follow_rolls_the_open_hours_and_merges_closed_hours_once(aws, writer):
     bucket = new_bucket(aws)
     lines = Lines(writer)
