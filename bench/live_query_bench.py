@@ -343,6 +343,15 @@ def poller(s3, watch: Watch, interval: float):
         thread.join(timeout=30)
 
 
+def end_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
 def compactor(endpoint: str, enabled: bool, log: Path):
     if not enabled:
@@ -359,12 +368,7 @@ def compactor(endpoint: str, enabled: bool, log: Path):
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
 
 
 @contextlib.contextmanager
@@ -389,12 +393,7 @@ def dashboard(endpoint: str, saved: Path | None, enabled: bool, folder: Path, lo
             time.sleep(0.1)
         yield path, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process)
 
 
 def traffic(port: int, rate: float, seconds: float, run: str, sent: dict[str, float]) -> threading.Thread:
