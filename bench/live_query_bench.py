@@ -200,13 +200,14 @@ class Sample:
     freshness: float | None
     error: str = ""
     via: str = "bucket"  # or "dashboard": who answered
+    parts: str = ""  # the dashboard's refresh and SQL seconds, as its note gives them
 
     def row(self) -> str:
         fresh = f"{self.freshness:5.1f} s" if self.freshness is not None else "    - "
         text = (
             f"  {self.at / 60:5.1f} min  {self.name:<12} {self.seconds:6.2f} s  counted {self.counted:7d}"
             f"  (seen >= {RULE:g} s before: {self.expected:7d}, missed {self.missed})  freshness {fresh}"
-            f"  via {self.via}"
+            f"  via {self.via}{' (' + self.parts + ')' if self.parts else ''}"
         )
         return text + (f"  ERROR {self.error}" if self.error else "")
 
@@ -228,6 +229,12 @@ class Queries:
 
 def via(result: subprocess.CompletedProcess) -> str:
     return "dashboard" if "answered by the dashboard" in result.stderr else "bucket"
+
+
+def parts(result: subprocess.CompletedProcess) -> str:
+    """`refresh R s, SQL S s` from the dashboard's note: where an answer's time went."""
+    found = re.search(r"refresh ([\d.]+) s, SQL ([\d.]+) s", result.stderr)
+    return f"refresh {found.group(1)} s, SQL {found.group(2)} s" if found else ""
 
 
 def summary_count(output: str) -> int:
@@ -261,7 +268,8 @@ def sample(queries: Queries, watch: Watch, sent: dict[str, float], began: float)
         if "did not answer" in result.stderr:  # answered from the bucket all the same: say why
             error = error or result.stderr.strip().splitlines()[0]
         missed = max(0, len(early) - counted)
-        samples.append(Sample(start - began, name, seconds, counted, len(early), missed, freshness, error, via(result)))
+        who = (via(result), parts(result))
+        samples.append(Sample(start - began, name, seconds, counted, len(early), missed, freshness, error, *who))
     return samples
 
 
