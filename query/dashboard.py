@@ -296,11 +296,13 @@ class Store:
 
     def _forget(self, before: datetime) -> None:
         oldest = before.strftime("%Y/%m/%d/%H/")
-        for prefix in [p for p in self.hours if p.removeprefix(ERROR_PREFIX) < oldest]:
+        gone = [p for p in self.hours if p.removeprefix(ERROR_PREFIX) < oldest]
+        for prefix in gone:
             table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
             self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
             del self.hours[prefix]
             self.manifests.pop(prefix + bucket_reader.MANIFEST_NAME, None)
+        if any(not prefix.startswith(ERROR_PREFIX) for prefix in gone):  # once, after the records' rows went
             self.con.execute(
                 """DELETE FROM resent_ids WHERE request_id NOT IN (
                        SELECT request_id FROM logs_all WHERE request_id IN (SELECT request_id FROM resent_ids)
