@@ -42,6 +42,7 @@ POLL_SECONDS=2
 QUERY_SOURCE=$({ find query -type f ! -path 'query/assets/node_modules/*' ! -path '*/__pycache__/*' \
   -exec cksum {} + 2>/dev/null || true; } | LC_ALL=C sort | cksum | tr ' ' -)
 export QUERY_SOURCE
+SOURCE_LABEL=org.centralized-logging-pipeline.query-source
 PROVISION_HOOK=/etc/localstack/init/ready.d/10-provision.sh
 PROVISION_LOG=/tmp/pipeline/provision.log
 SERVICES=(localstack fluentd web) # in the order they start
@@ -187,22 +188,21 @@ first_start_note() {
 # --- waiting, and saying why it failed ---------------------------------------------------
 
 # Every container of the stack in one look (two docker calls, however many services):
-# lines of "<service> <status> <exit code> <restart count> <health>".
+# lines of "<service> <status> <exit code> <restart count> <health> <started> <id>
+# <query source>" (the last is the label a query-image container inherits, docker-compose.yml).
 STATES=""
-CONTAINER_IDS=""
 refresh_states() {
   local ids
   ids=$(docker compose ps --all --quiet 2>/dev/null || true)
-  CONTAINER_IDS=$ids
   STATES=""
   if [[ -n "$ids" ]]; then
     # shellcheck disable=SC2086 # one argument per container id
-    STATES=$(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.StartedAt}}' $ids 2>/dev/null || true)
+    STATES=$(docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.StartedAt}} {{.Id}} {{index .Config.Labels "'"$SOURCE_LABEL"'"}}' $ids 2>/dev/null || true)
   fi
 }
 
-# "<status> <exit code> <restart count> <health>" of a service's container, or "missing"
-# (from the last refresh_states).
+# "<status> <exit code> <restart count> <health> <started> <id> <query source>" of a
+# service's container, or "missing" (from the last refresh_states).
 container_state() {
   local service rest
   while read -r service rest; do
@@ -258,7 +258,7 @@ fail_compose() {
 # What is wrong with a service now, as "why|advice", or nothing while it may still come up.
 service_problem() {
   local service=$1 status code restarts health started
-  read -r status code restarts health started <<<"$(container_state "$service")"
+  read -r status code restarts health started _ <<<"$(container_state "$service")"
   [[ "$status" == missing ]] && return 0
   # still the container that had exited before this start (a crash, a stop): `up` has not
   # started it again yet, so it says nothing about this start
@@ -710,10 +710,11 @@ tool() {
   fi
   [[ "${built:-}" == "$QUERY_SOURCE" ]] || docker compose --profile tools build --quiet query
   if [[ "$script" == logs_query.py ]]; then
-    dashboard=$(dashboard_running "$(docker image inspect --format '{{.Id}}' "$QUERY_IMAGE" 2>/dev/null)")
+    dashboard=$(dashboard_running)
     if [[ -n "$dashboard" ]]; then
-      # The dashboard's container runs this very image, with the query service's settings
-      # and the saved logs: a query there creates no container (~1 s less, docs/performance.md).
+      # The dashboard's container runs an image of these very sources, with the query
+      # service's settings and the saved logs: a query there creates no container (~1 s
+      # less, docs/performance.md) and is answered from its loaded tables.
       [[ -t 0 && -t 1 ]] && flags=(--interactive --tty) # Ctrl-C reaches the query
       exec docker exec ${flags[@]+"${flags[@]}"} "$dashboard" python3 "/opt/query/$script" "$@"
     fi
@@ -721,19 +722,18 @@ tool() {
   [[ -t 0 && -t 1 ]] || flags=(-T) # no terminal: plain output, e.g. --format csv > file
   exec docker compose --profile tools run --rm --no-deps ${flags[@]+"${flags[@]}"} query python3 "/opt/query/$script" "$@"
 }
-SOURCE_LABEL=org.centralized-logging-pipeline.query-source
 
-# The dashboard's container id if it is running image $1 (of refresh_states' containers).
+# The dashboard's container id if it runs and was created from an image of query/ as it is
+# now (its source label; from refresh_states). Not the image id: `compose up --build` can
+# leave identical builds under several ids, and moves the tag between them.
 dashboard_running() {
-  local id service status image
-  [[ -n "$1" && -n "$CONTAINER_IDS" ]] || return 0
-  # shellcheck disable=SC2086 # one argument per container id
-  while read -r id service status image; do
-    if [[ "$service" == dashboard && "$status" == running && "$image" == "$1" ]]; then
+  local service status id source
+  while read -r service status _ _ _ _ id source; do
+    if [[ "$service" == dashboard && "$status" == running && "$source" == "$QUERY_SOURCE" ]]; then
       echo "$id"
       return 0
     fi
-  done < <(docker inspect --format '{{.Id}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.Image}}' $CONTAINER_IDS 2>/dev/null || true)
+  done <<<"$STATES"
 }
 
 # `./start.sh COMMAND --help`: that command's lines of the usage above; no Docker needed.

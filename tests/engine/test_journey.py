@@ -15,6 +15,7 @@ import time
 import uuid
 
 import pytest
+from support import engine
 from support.compose import ROOT, compose
 from support.stack import BUCKET, started_stack
 
@@ -148,9 +149,25 @@ def test_every_after_start_command_runs_as_written(started, tmp_path):
         time.sleep(1)
     assert counted >= sent + 1
 
+    if engine.mode() == "private":
+        # `compose up --build` (./start.sh again, or provision) can tag another build of the
+        # same sources: it did on this engine, and the query then ran in a container of its
+        # own. One more build of the same sources, under another id, makes that certain here.
+        image = compose()["services"]["dashboard"]["image"]
+        rebuilt = f"FROM {image}\nLABEL org.centralized-logging-pipeline.journey=built-again\n"
+        subprocess.run(["docker", "build", "--quiet", "--tag", image, "-"], input=rebuilt, text=True, check=True,
+                       capture_output=True, env={**stack.env, "DOCKER_BUILDKIT": "0"})  # fmt: skip
     sql = stack.run("query", "--since", "15m", "--format", "json", "SELECT count(*) AS n FROM logs")
     assert sql.returncode == 0, sql.stderr
     assert json.loads(sql.stdout.splitlines()[0])["n"] == counted  # JSON Lines, one row
+    # it ran in the dashboard's container, which answered from its loaded tables
+    assert "answered by the dashboard's loaded tables" in sql.stderr, sql.stderr
+    # what the dashboard declines the tool answers from the bucket: the same rows
+    both = "CREATE TABLE t AS SELECT count(*) AS n FROM logs; SELECT n FROM t"
+    declined = stack.run("query", "--since", "15m", "--format", "json", both)
+    assert declined.returncode == 0, declined.stderr
+    assert "did not answer: it answers SELECT" in declined.stderr and "reading the bucket" in declined.stderr
+    assert json.loads(declined.stdout.splitlines()[0])["n"] == counted
 
     compacted = stack.run("compact")
     assert compacted.returncode == 0, compacted.stdout + compacted.stderr
