@@ -559,11 +559,6 @@ class SavedLogs:
 # window): an older range would make it load every hour from there to now and keep them.
 RECENT = timedelta(minutes=65)
 MAX_REQUEST = 1 << 20
-# After a question, the last RECENT is read ahead every READ_AHEAD_EVERY s for
-# READ_AHEAD_FOR, so the next question's own refresh finds only what landed since; an
-# idle dashboard asks LocalStack nothing (docs/performance.md).
-READ_AHEAD_EVERY = 1.0
-READ_AHEAD_FOR = 600.0
 # a SELECT that lists tables would see the dashboard's own: left to the query tool
 CATALOG = re.compile(r"\b(show|duckdb_\w*|information_schema|pragma\w*|sqlite_master)\b", re.IGNORECASE)
 
@@ -576,12 +571,10 @@ class Declined(Exception):
 class QueryService:
     store: Store
     target: dict[str, str | None]  # bucket, endpoint (None on AWS), region: a request must match
-    asked: float = float("-inf")  # monotonic time of the last question answered here
 
     def answer(self, request: Any, arrived: float) -> tuple[dict[str, Any], str]:
         """(header, output): the query tool's output for this request, or an error."""
         sql, fmt, start, end = self._checked(request)
-        self.asked = arrived
         try:
             statements = [] if sql is None else logs_query.duckdb_statements(sql)
         except logs_query.Failure as exc:
@@ -609,23 +602,6 @@ class QueryService:
             cursor.close()  # its transaction and temporary tables go with it
         timings = {"refresh": round(refreshed - began, 3), "sql": round(time.monotonic() - refreshed, 3)}
         return {"read": read, **timings}, out.getvalue()
-
-    def read_ahead(self, stop: threading.Event, every: float = READ_AHEAD_EVERY) -> None:
-        """Until `stop`: load what landed in the last RECENT every `every` s while a question
-        was asked within READ_AHEAD_FOR. A failure is said once (LocalStack restarting), and
-        the next question reports it in its own refresh."""
-        said = ""
-        while not stop.wait(every):
-            if time.monotonic() - self.asked > READ_AHEAD_FOR:
-                continue
-            try:
-                self.store.sync(self.store.clock() - RECENT, max_age=every)
-                problem = ""
-            except Exception as exc:  # the loop goes on; the next question reports it too
-                problem = logs_query.describe(exc, self.store.bucket.name)
-            if problem and problem != said:
-                print(f"dashboard: reading ahead: {problem}", file=sys.stderr, flush=True)
-            said = problem
 
     def _checked(self, request: Any) -> tuple[str | None, str, datetime, datetime]:
         if not isinstance(request, dict) or request.get("version") != 1:
@@ -898,10 +874,8 @@ def main(argv: list[str] | None = None) -> int:
         server = make_server(app, args.host, args.port)
         if args.query_socket:
             target = {"bucket": args.bucket, "endpoint": endpoint, "region": args.region}
-            service = QueryService(store, target)
-            sockets = make_query_server(service, args.query_socket)
+            sockets = make_query_server(QueryService(store, target), args.query_socket)
             threading.Thread(target=sockets.serve_forever, daemon=True).start()
-            threading.Thread(target=service.read_ahead, args=(threading.Event(),), daemon=True).start()
     except Exception as exc:
         if args.debug:
             raise

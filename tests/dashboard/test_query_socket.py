@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +14,6 @@ import dashboard
 import logs_query
 import pytest
 from support.dashboard_data import NOW, sample
-from support.net import wait_until
 from support.query_data import Writer, nginx_line, timed_line
 
 SINCE_3H = ["--from", (NOW - timedelta(hours=3)).isoformat(), "--to", NOW.isoformat()]
@@ -29,8 +27,7 @@ class Socket:
         self.store = dashboard.Store(logs_query.Bucket(s3_client, bucket), workers=4, clock=clock)
         target = {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1"}
         self.path = folder / "query" / "query.sock"
-        self.service = dashboard.QueryService(self.store, target)
-        self.server = dashboard.make_query_server(self.service, self.path)
+        self.server = dashboard.make_query_server(dashboard.QueryService(self.store, target), self.path)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -190,47 +187,3 @@ def test_the_socket_is_its_users_alone(socket_):
         socket_.store.con.execute("SELECT * FROM read_text('/etc/hostname')")
     with pytest.raises(duckdb.Error, match="locked"):
         socket_.store.con.execute("SET enable_external_access = true")
-
-
-@pytest.fixture
-def reading_ahead(socket_) -> Iterator[threading.Event]:
-    """The socket's read-ahead loop, every 0.05 s; set the event to end it."""
-    stop = threading.Event()
-    thread = threading.Thread(target=socket_.service.read_ahead, args=(stop, 0.05), daemon=True)
-    thread.start()
-    yield stop
-    stop.set()
-    thread.join(timeout=10)
-
-
-def test_after_a_question_what_lands_is_read_before_the_next(aws, capsys, writer, socket_, reading_ahead):
-    write_traffic(writer)
-    # nobody asked yet: an idle dashboard reads nothing
-    reading_ahead.wait(0.5)
-    assert socket_.store.reads == 0
-    count = ["--format", "csv", *SINCE_50M, "SELECT count(*) AS n FROM logs"]
-    code, out, _ = ask(aws, capsys, socket_.path, *count)
-    assert code == 0
-    counted = int(out.splitlines()[1])
-    # an object that lands after the question is read ahead, before anyone asks again
-    before = socket_.store.reads
-    writer.batch([timed_line(NOW - timedelta(minutes=1), "/ahead", "e" * 32)], arrival=NOW - timedelta(minutes=1))
-    assert wait_until(lambda: socket_.store.reads > before, 10)
-    code, out, err = ask(aws, capsys, socket_.path, *count)
-    assert code == 0 and out.splitlines() == ["n", str(counted + 1)]
-    assert "(0 new object(s) read;" in err, err
-
-
-def test_a_failing_read_ahead_says_so_once(socket_, capsys, monkeypatch):
-    def fail(*args, **kwargs):
-        raise logs_query.Failure("S3 is restarting")
-
-    monkeypatch.setattr(socket_.store, "sync", fail)
-    socket_.service.asked = time.monotonic()
-    stop = threading.Event()
-    thread = threading.Thread(target=socket_.service.read_ahead, args=(stop, 0.02), daemon=True)
-    thread.start()
-    stop.wait(0.4)  # about 20 failing reads ahead
-    stop.set()
-    thread.join(timeout=10)
-    assert capsys.readouterr().err == "dashboard: reading ahead: S3 is restarting\n"
