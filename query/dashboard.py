@@ -58,11 +58,9 @@ WINDOWS: dict[str, tuple[timedelta, int]] = {
     "6h": (timedelta(hours=6), 300),
     "24h": (timedelta(hours=24), 900),
 }
-# the query tool's summary's path ("Top paths"): the URI without its query string
-PATH = "coalesce(split_part(request_uri, '?', 1), '(no request line)')"
 TOP_BY = {
     # the same path expression as the query tool's summary ("Top paths")
-    "path": '"_path"',  # PATH, computed once per row as it is loaded
+    "path": '"_path"',  # logs_query.PATH (the summary's), computed once per row as it is loaded
     "agent": "coalesce(http_user_agent, '-')",
     "client": "coalesce(remote_addr, '-')",
 }
@@ -247,7 +245,7 @@ class Store:
         if table == "logs_all":
             self.con.execute(
                 # built from logs_query's constants only; values are parameters
-                f"""CREATE OR REPLACE TEMP TABLE batch AS SELECT *, ? AS "_hour", {PATH} AS "_path"
+                f"""CREATE OR REPLACE TEMP TABLE batch AS SELECT *, ? AS "_hour", {logs_query.PATH} AS "_path"
                     FROM read_json(?, format = 'newline_delimited', columns = {logs_query._struct_sql(LOG_COLUMNS, {})},
                                    timestampformat = '%Y-%m-%dT%H:%M:%SZ')""",  # noqa: S608
                 [prefix, files],
@@ -589,10 +587,10 @@ class QueryService:
         out = io.StringIO()
         try:
             cursor.execute("BEGIN TRANSACTION")  # one snapshot for every statement of the answer
-            for statement in _range_tables(start, end):
+            for statement in _range_tables(start, end, with_path=sql is None):
                 cursor.execute(statement)
-            if sql is None:
-                logs_query.summary(cursor, out, start, end)
+            if sql is None:  # its path statements group the stored paths: no split_part per row
+                logs_query.summary(cursor, out, start, end, path='"_path"')
             else:
                 columns, rows = logs_query.run_sql(cursor, sql)
                 logs_query.write_result(columns, rows, fmt, out)
@@ -624,17 +622,20 @@ class QueryService:
         return sql, fmt, start, end
 
 
-def _range_tables(start: datetime, end: datetime) -> list[str]:
+def _range_tables(start: datetime, end: datetime, with_path: bool = False) -> list[str]:
     """`logs` and `errors` of [start, end) for one cursor, as the query tool loads them:
     rows in the range, one per request_id (the first loaded; ids never repeat otherwise,
-    and both copies of a re-sent line carry its one timestamp: in the range or not)."""
+    and both copies of a re-sent line carry its one timestamp: in the range or not).
+    `with_path`: `logs` also has the stored "_path", for the summary (a user's SQL sees
+    the tool's columns only)."""
+    hidden = '"_hour"' if with_path else '"_hour", "_path"'
     begin, finish = (f"TIMESTAMP '{t.replace(tzinfo=None).isoformat(sep=' ')}'" for t in (start, end))
     in_range = f'"timestamp" >= {begin} AND "timestamp" < {finish}'
     return [
         f"""CREATE TEMP TABLE _resent AS SELECT rowid AS r FROM main.logs_all
             WHERE {in_range} AND request_id IN (SELECT request_id FROM main.resent_ids)
             QUALIFY row_number() OVER (PARTITION BY request_id ORDER BY rowid) > 1""",  # noqa: S608 - timestamps we format
-        f"""CREATE TEMP VIEW logs AS SELECT * EXCLUDE ("_hour", "_path") FROM main.logs_all
+        f"""CREATE TEMP VIEW logs AS SELECT * EXCLUDE ({hidden}) FROM main.logs_all
             WHERE {in_range} AND rowid NOT IN (SELECT r FROM _resent)""",  # noqa: S608
         f"""CREATE TEMP VIEW errors AS SELECT * EXCLUDE ("_hour") FROM main.errors_all
             WHERE "approximateArrivalTimestamp" >= {begin} AND "approximateArrivalTimestamp" < {finish}""",  # noqa: S608

@@ -247,13 +247,19 @@ def write_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
 
 # --- the summary ---------------------------------------------------------------------
 
+# A request's path: its URI without the query string. The summary's path statements take
+# it as {path}; the dashboard passes the column it stores it in (computed once per row).
+PATH = "coalesce(split_part(request_uri, '?', 1), '(no request line)')"
 SUMMARY: list[tuple[str, str]] = [
     (
         "Requests per minute",
-        """SELECT strftime(date_trunc('minute', "timestamp"), '%Y-%m-%d %H:%M') AS minute, count(*) AS requests,
-                  count(*) FILTER (WHERE status >= 500) AS "5xx",
-                  repeat('#', CAST(ceil(40.0 * count(*) / max(count(*)) OVER ()) AS INTEGER)) AS bar
-           FROM logs GROUP BY 1 ORDER BY 1""",
+        # grouped by the minute as a timestamp, formatted once per minute, not once per row
+        """SELECT strftime(minute, '%Y-%m-%d %H:%M') AS minute, requests, "5xx",
+                  repeat('#', CAST(ceil(40.0 * requests / max(requests) OVER ()) AS INTEGER)) AS bar
+           FROM (SELECT date_trunc('minute', "timestamp") AS minute, count(*) AS requests,
+                        count(*) FILTER (WHERE status >= 500) AS "5xx"
+                 FROM logs GROUP BY 1)
+           ORDER BY 1""",
     ),
     (
         "Status classes",
@@ -285,11 +291,11 @@ SUMMARY: list[tuple[str, str]] = [
         # a fraction of the time when most paths are unique, as in the live bench).
         """WITH cut AS (SELECT min(lo) AS lo FROM (SELECT lo FROM _paths WHERE lo IS NOT NULL ORDER BY lo DESC LIMIT 5)
                         HAVING count(*) = 5)
-           SELECT coalesce(split_part(request_uri, '?', 1), '(no request line)') AS path,
+           SELECT {path} AS path,
                   count(request_time) AS timed, round(quantile_cont(request_time, 0.95), 3) AS p95,
                   round(quantile_cont(upstream_response_time, 0.95), 3) AS upstream_p95
            FROM logs WHERE request_time IS NOT NULL
-             AND coalesce(split_part(request_uri, '?', 1), '(no request line)') IN (
+             AND {path} IN (
                  SELECT path FROM _paths WHERE hi >= coalesce((SELECT lo FROM cut), hi))
            GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 LIMIT 5""",
     ),
@@ -303,7 +309,7 @@ SUMMARY: list[tuple[str, str]] = [
 # Each path once, for the two statements about paths (one pass over the rows, not two):
 # its requests and errors, its fastest and slowest request_time (rounded as shown).
 SUMMARY_PATHS = """CREATE TEMP TABLE _paths AS
-    SELECT coalesce(split_part(request_uri, '?', 1), '(no request line)') AS path, count(*) AS requests,
+    SELECT {path} AS path, count(*) AS requests,
            count(*) FILTER (WHERE status >= 400) AS errors,
            round(min(request_time), 3) AS lo, round(max(request_time), 3) AS hi
     FROM logs GROUP BY 1"""
@@ -317,7 +323,13 @@ SLOWEST_PATHS_PLAIN = """SELECT coalesce(split_part(request_uri, '?', 1), '(no r
     FROM logs WHERE request_time IS NOT NULL GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 LIMIT 5"""
 
 
-def summary(con: Any, out: TextIO, start: datetime, end: datetime) -> None:
+def summary_statements(path: str = PATH) -> tuple[str, list[tuple[str, str]]]:
+    """The summary's `_paths` aggregate and its (title, SQL) statements, with `path` as a
+    row's path: PATH, or a column of `logs` that holds it."""
+    return SUMMARY_PATHS.replace("{path}", path), [(title, sql.replace("{path}", path)) for title, sql in SUMMARY]
+
+
+def summary(con: Any, out: TextIO, start: datetime, end: datetime, path: str = PATH) -> None:
     """What a user wants to see first: volume over time, outcomes, what was asked, by whom."""
     (requests,), (errors,) = (
         con.execute("SELECT count(*) FROM logs").fetchall()[0],
@@ -329,8 +341,9 @@ def summary(con: Any, out: TextIO, start: datetime, end: datetime) -> None:
     if not requests and not errors:
         out.write("Nothing in this range. Send some traffic (./start.sh traffic), or widen it (--since 24h).\n")
         return
-    con.execute(SUMMARY_PATHS)
-    for title, sql in SUMMARY:
+    paths, statements = summary_statements(path)
+    con.execute(paths)
+    for title, sql in statements:
         columns, rows = run_sql(con, sql)
         if not rows:
             continue
