@@ -157,6 +157,7 @@ def test_every_after_start_command_runs_as_written(started, tmp_path):
         rebuilt = f"FROM {image}\nLABEL org.centralized-logging-pipeline.journey=built-again\n"
         subprocess.run(["docker", "build", "--quiet", "--tag", image, "-"], input=rebuilt, text=True, check=True,
                        capture_output=True, env={**stack.env, "DOCKER_BUILDKIT": "0"})  # fmt: skip
+
     sql = stack.run("query", "--since", "15m", "--format", "json", "SELECT count(*) AS n FROM logs")
     assert sql.returncode == 0, sql.stderr
     assert json.loads(sql.stdout.splitlines()[0])["n"] == counted  # JSON Lines, one row
