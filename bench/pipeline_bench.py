@@ -139,10 +139,12 @@ def poll_bucket(s3, seen: Seen, stop: threading.Event, interval: float = 0.1) ->
 
 
 async def send_load(
-    port: int, rate: float, seconds: float, run: str, sent: dict[str, float] | None = None
+    port: int, rate: float, seconds: float, run: str, sent: dict[str, float] | None = None, paths: int = 0
 ) -> dict[str, float]:
     """Open loop: request n leaves at start + n/rate whatever happened to the others.
-    `sent` (path -> wall-clock send time) fills as they leave, for a reader meanwhile."""
+    `sent` (request URI -> wall-clock send time) fills as they leave, for a reader meanwhile.
+    Each URI is unique: its own path, or with `paths` one of that many paths and n in the
+    query string (a site's traffic: what the summary groups is the path)."""
     sent = {} if sent is None else sent
     start = time.monotonic()
     total = int(rate * seconds)
@@ -150,7 +152,7 @@ async def send_load(
 
     async def one(n: int) -> None:
         nonlocal failures
-        path = f"/bench/{run}/{n}"
+        path = f"/bench/{run}/{n % paths}?n={n}" if paths else f"/bench/{run}/{n}"
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             sent[path] = time.time()

@@ -138,24 +138,27 @@ class Store:
         self.con.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def sync(self, start: datetime, max_age: float = 1.0, fresh_after: float | None = None) -> None:
+    def sync(self, start: datetime, max_age: float = 1.0, fresh_after: float | None = None) -> float:
         """Load every object of the hours from `start` to now not loaded yet: at most once
         per `max_age` seconds for a window already covered or, with `fresh_after` (a
         monotonic time), unless a sync of the window began after it; that one lists every
-        hour in full, as the query tool does, so even an object that landed late is read."""
+        hour in full, as the query tool does, so even an object that landed late is read.
+        The seconds its listings took (0 if it did not run): the rest is reading."""
         with self.lock:
             if self.synced and self.synced[1] <= start:
                 began = self.synced[0]
                 if began >= fresh_after if fresh_after is not None else time.monotonic() - began < max_age:
-                    return
+                    return 0.0
             began = time.monotonic()
             now = self.clock()
             hours = logs_query.hour_prefixes(start, now + timedelta(minutes=5))
             prefixes = [h + "/" for h in hours] + [ERROR_PREFIX + h + "/" for h in hours]
-            full = fresh_after is not None
+            full, listed = fresh_after is not None, 0.0
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for attempt in range(ATTEMPTS):
+                    listing_began = time.monotonic()
                     listings = list(pool.map(lambda p, full=full: self._listing(p, now, full), prefixes))
+                    listed += time.monotonic() - listing_began
                     # an hour where an object vanished (a compaction ran meanwhile) is listed again
                     prefixes = [p for p, k in zip(prefixes, listings, strict=True) if not self._load(pool, p, k)]
                     if not prefixes:
@@ -166,6 +169,7 @@ class Store:
             if prefixes:  # their rows stay as last loaded: complete up to an earlier moment
                 raise logs_query.Failure(f"objects kept vanishing while reading hours {', '.join(prefixes)}")
             self.synced = (began, start)
+            return listed
 
     def holds(self, start: datetime) -> bool:
         """Whether the hours from `start` on are loaded (a window shown since reached back)."""
@@ -580,7 +584,7 @@ class QueryService:
         if any(kind != "SELECT" for kind in statements) or CATALOG.search(sql or ""):
             raise Declined("it answers SELECT over logs and errors only")
         before, began = self.store.reads, time.monotonic()
-        self.store.sync(start, fresh_after=arrived)
+        listed = self.store.sync(start, fresh_after=arrived)
         read, refreshed = self.store.reads - before, time.monotonic()
         with self.store.lock:
             cursor = self.store.con.cursor()
@@ -598,7 +602,8 @@ class QueryService:
             return {"error": str(exc)}, ""
         finally:
             cursor.close()  # its transaction and temporary tables go with it
-        timings = {"refresh": round(refreshed - began, 3), "sql": round(time.monotonic() - refreshed, 3)}
+        timings = {"refresh": round(refreshed - began, 3), "listing": round(listed, 3)}
+        timings["sql"] = round(time.monotonic() - refreshed, 3)
         return {"read": read, **timings}, out.getvalue()
 
     def _checked(self, request: Any) -> tuple[str | None, str, datetime, datetime]:

@@ -4,6 +4,7 @@ asked, and answers from the bucket whatever the dashboard declines."""
 
 from __future__ import annotations
 
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -95,6 +96,9 @@ def test_the_socket_answers_as_the_tool_does_alone(aws, capsys, writer, socket_,
         through, alone, err = both(aws, capsys, socket_, *since, *args)
         assert through == alone and through[0] == 0
         assert "answered by the dashboard's loaded tables" in err, err
+        # where the time went: the listings are part of the refresh
+        refresh, listing = map(float, re.search(r"refresh ([\d.]+) s \(listing ([\d.]+) s\)", err).groups())
+        assert 0 < listing <= refresh, err
         assert alone[1].strip()
 
 

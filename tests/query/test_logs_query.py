@@ -269,14 +269,20 @@ def random_logs(rng) -> list[tuple]:
     for _ in range(rng.choice([0, 3, 9, 80, 600])):
         uri = None if rng.random() < 0.03 else f"/p{rng.randrange(paths)}" + ("?q=1" if rng.random() < 0.2 else "")
         seconds = rng.choice([None, 0.0495, 0.0505, 0.0015, round(rng.random() * scale, rng.choice([3, 4, 6]))])
-        rows.append((uri, rng.choice([200, 304, 404, 500]), seconds, rng.choice([None, rng.random()])))
+        rows.append((uri, rng.choice([101, 200, 304, 404, 500, 503]), seconds, rng.choice([None, rng.random()])))
     return rows
 
 
-def test_the_path_statements_keep_the_rows_of_plain_ones():
+def answered(con, sql: str) -> tuple[list[str], list[tuple]]:
+    result = con.execute(sql)
+    return [d[0] for d in result.description], result.fetchall()
+
+
+def test_the_summary_statements_keep_the_rows_of_plain_ones():
     """The summary's path statements share one pass (_paths), and "Slowest paths" skips
-    paths that cannot be among the five: on random logs they answer as plain statements
-    that group every row and take a quantile of every path."""
+    paths that cannot be among the five; "Status classes" groups numbers and "Latency"
+    sorts once: on random logs they answer as plain statements that group every row and
+    take a quantile of every path."""
     import random
 
     con = logs_query.connect()
@@ -299,5 +305,9 @@ def test_the_path_statements_keep_the_rows_of_plain_ones():
             expected = con.execute(logs_query.SLOWEST_PATHS_PLAIN).fetchall()
             assert con.execute(slowest).fetchall() == expected, (path, seed)
             assert con.execute(top).fetchall() == con.execute(logs_query.TOP_PATHS_PLAIN).fetchall(), (path, seed)
+            for title, plain in (("Status classes", logs_query.STATUS_CLASSES_PLAIN),
+                                 ("Latency (request_time, seconds)", logs_query.LATENCY_PLAIN)):  # fmt: skip
+                answer, oracle = (answered(con, sql) for sql in (dict(statements)[title], plain))
+                assert answer == oracle, (title, seed)
             compared += bool(expected)
     assert compared >= 80
