@@ -235,9 +235,10 @@ def via(result: subprocess.CompletedProcess) -> str:
 
 
 def parts(result: subprocess.CompletedProcess) -> str:
-    """`refresh R s (listing L s), SQL S s` from the dashboard's note: where an answer's
-    time went (the listing is part of the refresh; the rest of it is reading objects)."""
-    found = re.search(r"refresh [\d.]+ s( \(listing [\d.]+ s\))?, SQL [\d.]+ s", result.stderr)
+    """`refresh R s (listing L s[, N hour(s) read again]), SQL S s` from the dashboard's
+    note: where an answer's time went (the listing is part of the refresh; the rest of
+    it is reading objects)."""
+    found = re.search(r"refresh [\d.]+ s( \(listing [\d.]+ s[^)]*\))?, SQL [\d.]+ s", result.stderr)
     return found.group(0) if found else ""
 
 

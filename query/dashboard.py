@@ -132,6 +132,7 @@ class Store:
         self.lock = threading.Lock()
         self.synced: tuple[float, datetime] | None = None  # (monotonic time it began, window start)
         self.reads = 0  # objects read so far
+        self.rereads = 0  # hours read again in full (an object rewritten, a compaction not adopted)
         self.manifests: dict[str, tuple[str, Any]] = {}  # manifest key -> (ETag, manifest)
 
     def close(self) -> None:
@@ -216,6 +217,7 @@ class Store:
         sources = set(manifest["sources"]) if manifest else set()
         loaded = None if rewritten else self._adopted(hour, plan, named, sources, etags)
         new = [key for key in plan if key not in (loaded or {})]
+        again = loaded is None and bool(hour.loaded)
         try:
             read = pool.map(lambda key: read_object(self.bucket, key, etags.get(key), self.local), new)
             bodies = [body for body, _ in read]
@@ -236,6 +238,7 @@ class Store:
         hour.bytes = sum(listing.get(key, 0) for key in plan)
         hour.named, hour.sources = named, sources
         self.reads += len(new)
+        self.rereads += again
         return True
 
     def _insert(self, table: str, prefix: str, bodies: list[bytes]) -> None:
@@ -583,9 +586,10 @@ class QueryService:
             return {"error": str(exc)}, ""
         if any(kind != "SELECT" for kind in statements) or CATALOG.search(sql or ""):
             raise Declined("it answers SELECT over logs and errors only")
-        before, began = self.store.reads, time.monotonic()
+        before, rereads, began = self.store.reads, self.store.rereads, time.monotonic()
         listed = self.store.sync(start, fresh_after=arrived)
         read, refreshed = self.store.reads - before, time.monotonic()
+        again = self.store.rereads - rereads
         with self.store.lock:
             cursor = self.store.con.cursor()
         out = io.StringIO()
@@ -602,7 +606,7 @@ class QueryService:
             return {"error": str(exc)}, ""
         finally:
             cursor.close()  # its transaction and temporary tables go with it
-        timings = {"refresh": round(refreshed - began, 3), "listing": round(listed, 3)}
+        timings = {"refresh": round(refreshed - began, 3), "listing": round(listed, 3), "reread": again}
         timings["sql"] = round(time.monotonic() - refreshed, 3)
         return {"read": read, **timings}, out.getvalue()
 

@@ -448,10 +448,12 @@ def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: dateti
         return False
     out.write(body)
     if not args.quiet:
+        # an hour read again in full: an object rewritten, or a compaction it could not adopt
+        again = f", {header['reread']} hour(s) read again" if header.get("reread") else ""
         print(
             f"logs_query: answered by the dashboard's loaded tables in {time.perf_counter() - began:.2f} s "
             f"({header.get('read', 0)} new object(s) read; refresh {header.get('refresh', 0):.2f} s "
-            f"(listing {header.get('listing', 0):.2f} s), SQL {header.get('sql', 0):.2f} s)",
+            f"(listing {header.get('listing', 0):.2f} s{again}), SQL {header.get('sql', 0):.2f} s)",
             file=sys.stderr,
         )
     return True

@@ -284,14 +284,16 @@ def test_an_object_rewritten_with_fewer_lines_is_read_again(serve, traffic, s3_c
     traffic.write(sample(10, timedelta(minutes=1)), batch=10)
     server = serve()
     assert server.get("/api/traffic?window=15m")[1]["requests"] == 10
+    assert server.app.store.rereads == 0
     # when the function rewrites that object without its last 4 lines (after a failed put,
     # before its retry writes them under a new key)
     (key,) = bucket_objects(s3_client, bucket)
     body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
     s3_client.put_object(Bucket=bucket, Key=key, Body=b"".join(body.splitlines(keepends=True)[:6]))
     server.app.store.synced = None
-    # then the next refresh counts what the object holds now
+    # then the next refresh reads the hour again and counts what the object holds now
     assert server.get("/api/traffic?window=15m")[1]["requests"] == 6
+    assert server.app.store.rereads == 1
 
 
 BAD = [
