@@ -606,8 +606,12 @@ class QueryService:
             return {"error": str(exc)}, ""
         finally:
             cursor.close()  # its transaction and temporary tables go with it
-        timings = {"refresh": round(refreshed - began, 3), "listing": round(listed, 3), "reread": again}
-        timings["sql"] = round(time.monotonic() - refreshed, 3)
+        timings = {
+            "refresh": round(refreshed - began, 3),
+            "listing": round(listed, 3),
+            "reread": again,
+            "sql": round(time.monotonic() - refreshed, 3),
+        }
         return {"read": read, **timings}, out.getvalue()
 
     def _checked(self, request: Any) -> tuple[str | None, str, datetime, datetime]:

@@ -273,11 +273,6 @@ def random_logs(rng) -> list[tuple]:
     return rows
 
 
-def answered(con, sql: str) -> tuple[list[str], list[tuple]]:
-    result = con.execute(sql)
-    return [d[0] for d in result.description], result.fetchall()
-
-
 def test_the_summary_statements_keep_the_rows_of_plain_ones():
     """The summary's path statements share one pass (_paths), and "Slowest paths" skips
     paths that cannot be among the five; "Status classes" groups numbers and "Latency"
@@ -307,7 +302,7 @@ def test_the_summary_statements_keep_the_rows_of_plain_ones():
             assert con.execute(top).fetchall() == con.execute(logs_query.TOP_PATHS_PLAIN).fetchall(), (path, seed)
             for title, plain in (("Status classes", logs_query.STATUS_CLASSES_PLAIN),
                                  ("Latency (request_time, seconds)", logs_query.LATENCY_PLAIN)):  # fmt: skip
-                answer, oracle = (answered(con, sql) for sql in (dict(statements)[title], plain))
+                answer, oracle = (logs_query.run_sql(con, sql) for sql in (dict(statements)[title], plain))
                 assert answer == oracle, (title, seed)
             compared += bool(expected)
     assert compared >= 80
