@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -112,15 +112,19 @@ class Bucket:
         self.client = client
         self.name = name
 
+    def listed(self, prefix: str, start_after: str = "") -> Iterator[dict[str, Any]]:
+        """The listing's entries (Key, ETag, Size, LastModified) under `prefix`, in key
+        order, after `start_after` if given."""
+        extra = {"StartAfter": start_after} if start_after else {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix, **extra):
+            yield from page.get("Contents", [])
+
     def list(self, prefix: str) -> list[str]:
         return list(self.etags(prefix))
 
     def etags(self, prefix: str) -> dict[str, str]:
         """Each key under `prefix` with its ETag, in key order."""
-        found: dict[str, str] = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
-            found.update((item["Key"], item.get("ETag", "")) for item in page.get("Contents", []))
-        return found
+        return {item["Key"]: item.get("ETag", "") for item in self.listed(prefix)}
 
     def get(self, key: str) -> bytes:
         try:

@@ -289,11 +289,7 @@ class Rolled:
 
 def list_modified(bucket: Bucket, prefix: str) -> dict[str, tuple[datetime, int]]:
     """key -> (LastModified, size) of every object under `prefix`."""
-    found: dict[str, tuple[datetime, int]] = {}
-    for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name, Prefix=prefix):
-        for item in page.get("Contents", ()):
-            found[item["Key"]] = (item["LastModified"], item["Size"])
-    return found
+    return {item["Key"]: (item["LastModified"], item["Size"]) for item in bucket.listed(prefix)}
 
 
 def roll_hour(

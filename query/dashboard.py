@@ -178,13 +178,7 @@ class Store:
             return bool(self.synced) and start.strftime("%Y/%m/%d/%H/") in self.hours
 
     def _list(self, prefix: str, start_after: str = "") -> dict[str, tuple[int, str]]:
-        found: dict[str, tuple[int, str]] = {}
-        extra = {"StartAfter": start_after} if start_after else {}
-        for page in self.bucket.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket.name, Prefix=prefix, **extra
-        ):
-            found.update((item["Key"], (item["Size"], item.get("ETag", ""))) for item in page.get("Contents", []))
-        return found
+        return {item["Key"]: (item["Size"], item.get("ETag", "")) for item in self.bucket.listed(prefix, start_after)}
 
     def _listing(self, prefix: str, now: datetime, full: bool = False) -> dict[str, int]:
         """The hour's keys and sizes. A full listing at first and every FULL_LISTING seconds;

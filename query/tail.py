@@ -190,12 +190,8 @@ class Follower:
         return [p + "/" for p in bucket_reader.hour_prefixes(start, now + timedelta(minutes=5))]
 
     def _list(self, prefix: str) -> dict[str, str]:
-        keys: dict[str, str] = {}
-        paginator = self.bucket.client.get_paginator("list_objects_v2")
-        start_after = prefix + KEY_NAME + self.horizon
-        for page in paginator.paginate(Bucket=self.bucket.name, Prefix=prefix, StartAfter=start_after):
-            keys.update((item["Key"], item.get("ETag", "")) for item in page.get("Contents", []))
-        return keys
+        listed = self.bucket.listed(prefix, prefix + KEY_NAME + self.horizon)
+        return {item["Key"]: item.get("ETag", "") for item in listed}
 
     def listing(self) -> dict[ObjectKey, str]:
         """The keys (and ETags) of the objects that arrived within the lag; forget older ones."""
