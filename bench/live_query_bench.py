@@ -203,7 +203,7 @@ class Sample:
     freshness: float | None
     error: str = ""
     via: str = "bucket"  # or "dashboard": who answered
-    parts: str = ""  # the dashboard's refresh and SQL seconds, as its note gives them
+    parts: str = ""  # the dashboard's answer, refresh and SQL seconds, as its note gives them
 
     def row(self) -> str:
         fresh = f"{self.freshness:5.1f} s" if self.freshness is not None else "    - "
@@ -235,11 +235,12 @@ def via(result: subprocess.CompletedProcess) -> str:
 
 
 def parts(result: subprocess.CompletedProcess) -> str:
-    """`refresh R s (listing L s[, N hour(s) read again]), SQL S s` from the dashboard's
-    note: where an answer's time went (the listing is part of the refresh; the rest of
-    it is reading objects)."""
-    found = re.search(r"refresh [\d.]+ s( \(listing [\d.]+ s[^)]*\))?, SQL [\d.]+ s", result.stderr)
-    return found.group(0) if found else ""
+    """`answered in A s, refresh R s (listing L s, ...), SQL S s` from the dashboard's note:
+    where an answer's time went (A on the tool's clock from asking to the answer; the
+    refresh's parts as the dashboard measured them; the rest of the sample's time is the
+    tool's process starting)."""
+    found = re.search(r"tables in ([\d.]+) s .*?(refresh [\d.]+ s( \([^)]*\))?, SQL [\d.]+ s)", result.stderr)
+    return f"answered in {found.group(1)} s, {found.group(2)}" if found else ""
 
 
 def summary_count(output: str) -> int:

@@ -139,29 +139,33 @@ class Store:
         self.con.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def sync(self, start: datetime, max_age: float = 1.0, fresh_after: float | None = None) -> float:
+    def sync(self, start: datetime, max_age: float = 1.0, fresh_after: float | None = None) -> dict[str, float]:
         """Load every object of the hours from `start` to now not loaded yet: at most once
         per `max_age` seconds for a window already covered or, with `fresh_after` (a
         monotonic time), unless a sync of the window began after it; that one lists every
         hour in full, as the query tool does, so even an object that landed late is read.
-        The seconds its listings took (0 if it did not run): the rest is reading."""
+        Where its time went, in seconds: listing, reading the manifests and the new objects,
+        loading them, and waiting for another sync first (all 0 but that if it did not run)."""
+        called = time.monotonic()
         with self.lock:
+            spent = dict.fromkeys(("listing", "manifests", "reading", "loading"), 0.0)
+            spent["waited"] = time.monotonic() - called
             if self.synced and self.synced[1] <= start:
                 began = self.synced[0]
                 if began >= fresh_after if fresh_after is not None else time.monotonic() - began < max_age:
-                    return 0.0
+                    return spent
             began = time.monotonic()
             now = self.clock()
             hours = logs_query.hour_prefixes(start, now + timedelta(minutes=5))
             prefixes = [h + "/" for h in hours] + [ERROR_PREFIX + h + "/" for h in hours]
-            full, listed = fresh_after is not None, 0.0
+            full = fresh_after is not None
             with ThreadPoolExecutor(max_workers=self.workers) as pool:
                 for attempt in range(ATTEMPTS):
                     listing_began = time.monotonic()
                     listings = list(pool.map(lambda p, full=full: self._listing(p, now, full), prefixes))
-                    listed += time.monotonic() - listing_began
+                    spent["listing"] += time.monotonic() - listing_began
                     # an hour where an object vanished (a compaction ran meanwhile) is listed again
-                    prefixes = [p for p, k in zip(prefixes, listings, strict=True) if not self._load(pool, p, k)]
+                    prefixes = [p for p, k in zip(prefixes, listings, strict=True) if not self._load(pool, p, k, spent)]
                     if not prefixes:
                         break
                     full = True
@@ -170,7 +174,7 @@ class Store:
             if prefixes:  # their rows stay as last loaded: complete up to an earlier moment
                 raise logs_query.Failure(f"objects kept vanishing while reading hours {', '.join(prefixes)}")
             self.synced = (began, start)
-            return listed
+            return spent
 
     def holds(self, start: datetime) -> bool:
         """Whether the hours from `start` on are loaded (a window shown since reached back)."""
@@ -195,11 +199,14 @@ class Store:
         hour.listing, hour.listed_at = listing, time.monotonic()
         return {key: size for key, (size, _) in listing.items()}
 
-    def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int]) -> bool:
+    def _load(self, pool: ThreadPoolExecutor, prefix: str, listing: dict[str, int], spent: dict[str, float]) -> bool:
         """Read the hour's objects not loaded yet, then change its rows in one transaction;
-        False (nothing changed) if one vanished before it was read."""
+        False (nothing changed) if one vanished before it was read. Adds the seconds its
+        manifest, reads and load took to `spent`."""
         table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
+        asked = time.monotonic()
         manifest = read_manifest(self.bucket, prefix, list(listing), self.manifests)
+        spent["manifests"] += time.monotonic() - asked
         plan = objects_to_read(listing, manifest)
         hour = self.hours.setdefault(prefix, Hour())
         etags = {key: etag for key, (_, etag) in hour.listing.items()}
@@ -212,11 +219,15 @@ class Store:
         loaded = None if rewritten else self._adopted(hour, plan, named, sources, etags)
         new = [key for key in plan if key not in (loaded or {})]
         again = loaded is None and bool(hour.loaded)
+        reading = time.monotonic()
         try:
             read = pool.map(lambda key: read_object(self.bucket, key, etags.get(key), self.local), new)
             bodies = [body for body, _ in read]
         except Missing:
             return False
+        finally:
+            loading = time.monotonic()
+            spent["reading"] += loading - reading
         self.con.execute("BEGIN TRANSACTION")  # a query sees the hour before or after, whole
         try:
             if loaded is None:
@@ -227,6 +238,8 @@ class Store:
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+        finally:
+            spent["loading"] += time.monotonic() - loading
         hour.loaded = {**(loaded or {}), **{key: etags.get(key, "") for key in new}}
         hour.objects = len(plan)
         hour.bytes = sum(listing.get(key, 0) for key in plan)
@@ -581,7 +594,7 @@ class QueryService:
         if any(kind != "SELECT" for kind in statements) or CATALOG.search(sql or ""):
             raise Declined("it answers SELECT over logs and errors only")
         before, rereads, began = self.store.reads, self.store.rereads, time.monotonic()
-        listed = self.store.sync(start, fresh_after=arrived)
+        spent = self.store.sync(start, fresh_after=arrived)
         read, refreshed = self.store.reads - before, time.monotonic()
         again = self.store.rereads - rereads
         with self.store.lock:
@@ -602,7 +615,7 @@ class QueryService:
             cursor.close()  # its transaction and temporary tables go with it
         timings = {
             "refresh": round(refreshed - began, 3),
-            "listing": round(listed, 3),
+            **{part: round(seconds, 3) for part, seconds in spent.items()},
             "reread": again,
             "sql": round(time.monotonic() - refreshed, 3),
         }

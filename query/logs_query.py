@@ -401,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
 # for a refresh instead of reading the range (docs/performance.md). What it declines, or
 # when it cannot be reached, is answered here from the bucket, as without it.
 SOCKET_TIMEOUT = 300.0
+# where a dashboard's refresh went, as its answer's header gives it (dashboard.Store.sync)
+REFRESH_PARTS = ("listing", "manifests", "reading", "loading", "waited")
 
 
 def ask_dashboard(path: str, request: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -451,12 +453,14 @@ def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: dateti
         return False
     out.write(body)
     if not args.quiet:
-        # an hour read again in full: an object rewritten, or a compaction it could not adopt
-        again = f", {header['reread']} hour(s) read again" if header.get("reread") else ""
+        # the refresh's parts (docs/performance.md); an hour read again in full: an object
+        # rewritten, or a compaction it could not adopt
+        spent = [f"{part} {header[part]:.2f} s" for part in REFRESH_PARTS if header.get(part)]
+        spent += [f"{header['reread']} hour(s) read again"] if header.get("reread") else []
         print(
             f"logs_query: answered by the dashboard's loaded tables in {time.perf_counter() - began:.2f} s "
             f"({header.get('read', 0)} new object(s) read; refresh {header.get('refresh', 0):.2f} s "
-            f"(listing {header.get('listing', 0):.2f} s{again}), SQL {header.get('sql', 0):.2f} s)",
+            f"({', '.join(spent) or 'nothing to do'}), SQL {header.get('sql', 0):.2f} s)",
             file=sys.stderr,
         )
     return True
