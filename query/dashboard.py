@@ -74,6 +74,12 @@ KEEP = timedelta(hours=25)  # hours older than the longest window are dropped fr
 LAG = timedelta(minutes=2)
 FULL_LISTING = 60.0
 ATTEMPTS = 5  # listings of an hour whose objects keep vanishing before a sync gives up
+# DuckDB (1.4+) checkpoints an in-memory database each time this much was written since
+# the last one (its default, set here so a new version cannot change it unseen): every
+# ~126,000 rows one refresh's load takes 0.3-0.6 s more (1.1 s under traffic). Other
+# thresholds moved those loads rather than removing them (docs/performance.md,
+# bench/dashboard_load_bench.py); the checkpoints keep memory down.
+CHECKPOINT_EVERY = "16MiB"
 
 
 class BadRequest(ValueError):
@@ -116,6 +122,7 @@ class Store:
         # a day at 200 req/s is 17 M rows: past this much memory DuckDB moves data to disk
         self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET temp_directory = ?", [str(self.tmp / "spill")])
+        self.con.execute("SET checkpoint_threshold = ?", [CHECKPOINT_EVERY])
         # Files only from its own folder, settings fixed: the query socket runs a user's SELECT
         # on this connection, which must reach no other file (as the query tool's cannot).
         self.con.execute("SET allowed_directories = [?]", [str(self.tmp) + os.sep])
