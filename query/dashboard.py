@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import socketserver
 import sys
 import tempfile
@@ -74,12 +75,13 @@ KEEP = timedelta(hours=25)  # hours older than the longest window are dropped fr
 LAG = timedelta(minutes=2)
 FULL_LISTING = 60.0
 ATTEMPTS = 5  # listings of an hour whose objects keep vanishing before a sync gives up
-# DuckDB (1.4+) checkpoints an in-memory database each time this much was written since
-# the last one (its default, set here so a new version cannot change it unseen): every
-# ~126,000 rows one refresh's load takes 0.3-0.6 s more (1.1 s under traffic). Other
-# thresholds moved those loads rather than removing them (docs/performance.md,
-# bench/dashboard_load_bench.py); the checkpoints keep memory down.
-CHECKPOINT_EVERY = "16MiB"
+# DuckDB (1.4+) checkpoints an in-memory database inside the statement that writes past
+# `checkpoint_threshold` (16 MiB): every ~126,000 rows one refresh's load took 0.3-0.6 s
+# more, 1.1 s under traffic. The dashboard turns that off and checkpoints after an answer
+# went out, once TIDY_BYTES of lines were loaded or rows deleted: ~0.1 s that no answer
+# waits for, and less memory (docs/performance.md, bench/dashboard_load_bench.py).
+CHECKPOINT_THRESHOLD = "100GB"
+TIDY_BYTES = 64 << 20
 
 
 class BadRequest(ValueError):
@@ -122,7 +124,7 @@ class Store:
         # a day at 200 req/s is 17 M rows: past this much memory DuckDB moves data to disk
         self.con.execute("SET memory_limit = ?", [memory_limit])
         self.con.execute("SET temp_directory = ?", [str(self.tmp / "spill")])
-        self.con.execute("SET checkpoint_threshold = ?", [CHECKPOINT_EVERY])
+        self.con.execute("SET checkpoint_threshold = ?", [CHECKPOINT_THRESHOLD])
         # Files only from its own folder, settings fixed: the query socket runs a user's SELECT
         # on this connection, which must reach no other file (as the query tool's cannot).
         self.con.execute("SET allowed_directories = [?]", [str(self.tmp) + os.sep])
@@ -139,6 +141,7 @@ class Store:
         self.lock = threading.Lock()
         self.synced: tuple[float, datetime] | None = None  # (monotonic time it began, window start)
         self.reads = 0  # objects read so far
+        self.untidy = 0  # bytes of lines loaded since the last checkpoint (TIDY_BYTES: deleted rows)
         self.rereads = 0  # hours read again in full (an object rewritten, a compaction not adopted)
         self.manifests: dict[str, tuple[str, Any]] = {}  # manifest key -> (ETag, manifest)
 
@@ -182,6 +185,21 @@ class Store:
                 raise logs_query.Failure(f"objects kept vanishing while reading hours {', '.join(prefixes)}")
             self.synced = (began, start)
             return spent
+
+    def tidy(self) -> float | None:
+        """Checkpoint DuckDB if TIDY_BYTES of lines were loaded, or rows deleted, since the
+        last checkpoint; its seconds, or None if not due. Called once an answer went out."""
+        with self.lock:
+            if self.untidy < TIDY_BYTES:
+                return None
+            began = time.monotonic()
+            try:
+                self.con.execute("CHECKPOINT")
+            except Exception as exc:  # a failed checkpoint costs memory, not an answer: next time
+                print(f"dashboard: checkpoint failed, tried again later: {exc}", file=sys.stderr, flush=True)
+                return None
+            self.untidy = 0
+            return time.monotonic() - began
 
     def holds(self, start: datetime) -> bool:
         """Whether the hours from `start` on are loaded (a window shown since reached back)."""
@@ -239,6 +257,7 @@ class Store:
         try:
             if loaded is None:
                 self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
+                self.untidy = max(self.untidy, TIDY_BYTES)  # their space comes back at a checkpoint
             if bodies:
                 self._insert(table, prefix, bodies)
             self.con.execute("COMMIT")
@@ -263,6 +282,7 @@ class Store:
             for body in bodies:
                 sink.write(body)
         files = [str(f) for f in (plain_file, gzip_file) if f.stat().st_size]
+        self.untidy += sum(len(body) for body in bodies)
         if table == "logs_all":
             self.con.execute(
                 # built from logs_query's constants only; values are parameters
@@ -319,6 +339,7 @@ class Store:
         for prefix in gone:
             table = "errors_all" if prefix.startswith(ERROR_PREFIX) else "logs_all"
             self.con.execute(f'DELETE FROM {table} WHERE "_hour" = ?', [prefix])  # noqa: S608 - constant names
+            self.untidy = max(self.untidy, TIDY_BYTES)
             del self.hours[prefix]
             self.manifests.pop(prefix + bucket_reader.MANIFEST_NAME, None)
         if any(not prefix.startswith(ERROR_PREFIX) for prefix in gone):  # once, after the records' rows went
@@ -683,6 +704,9 @@ class QueryHandler(socketserver.StreamRequestHandler):
             header, text = {"declined": logs_query.describe(exc, self.service.store.bucket.name)}, ""
         with contextlib.suppress(OSError):  # the tool went away
             self.wfile.write(json.dumps(header).encode() + b"\n" + text.encode())
+            self.wfile.flush()
+            self.request.shutdown(socket.SHUT_WR)  # the tool has its answer: then tidy
+        self.service.store.tidy()
 
 
 def make_query_server(service: QueryService, path: Path) -> socketserver.ThreadingUnixStreamServer:
@@ -800,6 +824,7 @@ class Handler(BaseHTTPRequestHandler):
         if split.path in ALLOWED:
             try:
                 self._json(200, self.app.api(split.path, split.query))
+                self.app.store.tidy()
             except BadRequest as exc:
                 self._json(400, {"error": str(exc)})
             except Exception as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -394,3 +395,18 @@ def test_the_server_listens_only_where_configured(serve, bucket):
         with socket.socket() as sock, pytest.raises(OSError):
             sock.settimeout(2)
             sock.connect((address, server.port))
+
+
+def test_the_page_s_requests_checkpoint_once_enough_was_loaded(serve, written, monkeypatch):
+    monkeypatch.setattr(dashboard, "TIDY_BYTES", 1000)
+    server = serve()
+    assert server.app.store.tidy() is None  # nothing loaded yet
+    status, body = server.get("/api/traffic?window=1h")
+    assert status == 200 and body["requests"] > 0
+    for _ in range(200):  # the checkpoint follows the response
+        if server.app.store.untidy == 0:
+            break
+        threading.Event().wait(0.05)
+    assert server.app.store.untidy == 0
+    # with this little traffic, another refresh loads nothing: no checkpoint is due
+    assert server.get("/api/traffic?window=1h")[0] == 200 and server.app.store.tidy() is None

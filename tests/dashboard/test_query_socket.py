@@ -128,6 +128,36 @@ def test_a_refresh_says_where_its_time_went_and_how_long_it_waited(writer, socke
     assert again["listing"] == again["reading"] == again["loading"] == 0.0, again
 
 
+def test_duckdb_checkpoints_only_when_the_dashboard_tidies_after_an_answer(aws, capsys, writer, socket_, monkeypatch):
+    store = socket_.store
+    # DuckDB's own checkpoints, inside whichever load crosses 16 MiB, are off
+    threshold = store.con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()[0]
+    assert threshold.endswith("GiB") and float(threshold.split()[0]) >= 64, threshold
+    write_traffic(writer)
+    monkeypatch.setattr(dashboard, "TIDY_BYTES", 1000)  # this little traffic is due
+    assert store.tidy() is None  # nothing loaded yet
+    store.sync(NOW - timedelta(hours=3))  # a window of the page's: the range below is held
+    tidying, release = threading.Event(), threading.Event()
+    tidy = store.tidy
+
+    def held_tidy():  # the checkpoint, held until the answer is in the tool's hands
+        tidying.set()
+        release.wait(10)
+        return tidy()
+
+    monkeypatch.setattr(store, "tidy", held_tidy)
+    code, out, err = ask(aws, capsys, socket_.path, *SINCE_3H, "SELECT count(*) AS n FROM logs")
+    assert code == 0 and "answered by the dashboard" in err and "302" in out.split(), (out, err)
+    assert tidying.wait(10) and store.untidy >= 1000  # the answer went out before the checkpoint
+    release.set()
+    for _ in range(200):  # the handler's checkpoint, once released
+        if store.untidy == 0:
+            break
+        threading.Event().wait(0.05)
+    assert store.untidy == 0
+    assert tidy() is None  # not due again until more lines are loaded or rows deleted
+
+
 def test_a_line_that_landed_just_before_the_query_is_in_its_answer(aws, capsys, writer, socket_):
     write_traffic(writer)
     count = ["--format", "csv", *SINCE_3H, "SELECT count(*) AS n FROM logs"]
