@@ -158,7 +158,7 @@ class Store:
         loading them, and waiting for another sync first (all 0 but that if it did not run)."""
         called = time.monotonic()
         with self.lock:
-            spent = dict.fromkeys(("listing", "manifests", "reading", "loading"), 0.0)
+            spent = dict.fromkeys(logs_query.REFRESH_PARTS, 0.0)  # the parts the tool's note names
             spent["waited"] = time.monotonic() - called
             if self.synced and self.synced[1] <= start:
                 began = self.synced[0]
@@ -189,8 +189,10 @@ class Store:
     def tidy(self) -> float | None:
         """Checkpoint DuckDB if TIDY_BYTES of lines were loaded, or rows deleted, since the
         last checkpoint; its seconds, or None if not due. Called once an answer went out."""
+        if self.untidy < TIDY_BYTES:  # most answers: not due, and no wait behind another's sync
+            return None
         with self.lock:
-            if self.untidy < TIDY_BYTES:
+            if self.untidy < TIDY_BYTES:  # another answer's tidy ran meanwhile
                 return None
             began = time.monotonic()
             try:
