@@ -1,7 +1,7 @@
 """A stand-in for the `docker` CLI (with Compose v2) that plays a scripted machine.
 
 It stands in for Docker where start.sh meets it: `docker info`, `compose version`,
-`compose up --detach --build`, `compose ps`, `inspect`, `image inspect` (the query
+`compose up --detach --build`, `compose ps`, `ps` (the query's quick look), `inspect`, `image inspect` (the query
 image's id and source label), `compose build` (records that label), `compose logs`,
 `compose exec` (LocalStack's commands), `exec` (the query tool in the dashboard's container),
 `compose run` (the query tools, and one-off localstack containers),
@@ -199,6 +199,8 @@ def respond(machine: Machine, args: list[str]) -> int:
             started = state.get("started", "2026-12-02T08:00:00.000000000Z")
             print(name, *fields, state.get("health", "none"), started, container, source)
         return code
+    if args[:1] == ["ps"]:
+        return list_running(machine, args[1:])
     if args[:1] == ["cp"]:
         return copy_out(machine, args[1], args[2])
     if args[:1] == ["rm"]:
@@ -262,6 +264,38 @@ def respond(machine: Machine, args: list[str]) -> int:
                 print(f" Volume {project}_{volume}  Removed", file=sys.stderr)
         machine.stop(["*"])
         return 0
+    return 0
+
+
+def list_running(machine: Machine, args: list[str]) -> int:
+    """`docker ps --filter label=com.docker.compose.project=NAME --format F`: the project's
+    running containers, one line each, in F's fields as start.sh asks for them (the service
+    and query-source labels, .State, .Status with its health as Docker writes it, .ID)."""
+    filters = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--filter"]
+    project = os.environ.get("COMPOSE_PROJECT_NAME") or "centralized-logging-pipeline"
+    if f"label=com.docker.compose.project={project}" not in filters:
+        return 0
+    form = args[args.index("--format") + 1]
+    extra = [name for name in machine.scenario.get("services", {}) if name not in SERVICES]
+    for name in [*SERVICES, *extra]:
+        state = machine.service(name)
+        if state is None or state.get("status", "running") != "running":
+            continue
+        health = state.get("health", "none")
+        status = "Up 5 minutes" + {"none": "", "starting": " (health: starting)"}.get(health, f" ({health})")
+        current = os.environ.get("QUERY_SOURCE", "unknown")
+        source = state.get("source", current) if name == "dashboard" else ""
+        fields = {
+            '{{.Label "com.docker.compose.service"}}': name,
+            '{{.Label "org.centralized-logging-pipeline.query-source"}}': source,
+            "{{.State}}": "running",
+            "{{.Status}}": status,
+            "{{.ID}}": machine.container_id(name),
+        }
+        line = form
+        for field, value in fields.items():
+            line = line.replace(field, value)
+        print(line)
     return 0
 
 
