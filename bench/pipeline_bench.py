@@ -53,9 +53,10 @@ from pathlib import Path
 
 import bench_env
 
-ROOT = bench_env.prepare("init", "tests")
+ROOT = bench_env.prepare("init", "tests", "query")
 
 import boto3  # noqa: E402
+import bucket_reader  # noqa: E402
 import init_resource  # noqa: E402
 import pipeline_target  # noqa: E402
 from support import localstack_host  # noqa: E402
@@ -121,6 +122,13 @@ class Seen:
         return counts
 
 
+def function_object(key: str) -> bool:
+    """Whether the function wrote this object: not a compactor's manifest or merged part
+    (the stack's compactor service), which hold lines of objects it replaces."""
+    name = key.rsplit("/", 1)[-1]
+    return not name.startswith(("_", ".")) and bucket_reader.COMPACTED_MARK not in name
+
+
 def poll_bucket(s3, seen: Seen, stop: threading.Event, interval: float = 0.1) -> None:
     while not stop.is_set():
         paginator = s3.get_paginator("list_objects_v2")
@@ -128,7 +136,7 @@ def poll_bucket(s3, seen: Seen, stop: threading.Event, interval: float = 0.1) ->
         for page in paginator.paginate(Bucket=BUCKET):
             for item in page.get("Contents", []):
                 key, etag = item["Key"], item["ETag"]
-                if key.startswith("errors/") or seen.keys.get(key, ("",))[0] == etag:
+                if key.startswith("errors/") or not function_object(key) or seen.keys.get(key, ("",))[0] == etag:
                     continue
                 body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
                 uris = [json.loads(line)["request_uri"] for line in body.splitlines()]
