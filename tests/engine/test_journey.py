@@ -163,6 +163,13 @@ def test_every_after_start_command_runs_as_written(started, tmp_path):
     assert json.loads(sql.stdout.splitlines()[0])["n"] == counted  # JSON Lines, one row
     # it ran in the dashboard's container, which answered from its loaded tables
     assert "answered by the dashboard's loaded tables" in sql.stderr, sql.stderr
+    # everything the tool imports loads from bytecode written in the image: the user `query`
+    # can write none, and the base image ships none for the standard library (query/Dockerfile)
+    imported = "import sys; sys.path.insert(0, '/opt/query'); import logs_query"
+    loaded = stack.docker("exec", stack.container("dashboard"), "python3", "-v", "-c", imported, check=False)
+    code = re.findall(r"^# code object from '?([^'\n]+)", loaded.stderr, re.MULTILINE)
+    assert "/opt/query/__pycache__/logs_query.cpython-313.pyc" in code, loaded.stderr[-2000:]
+    assert [path for path in code if not path.endswith(".pyc")] == [], "compiled at run time"
     # what the dashboard declines the tool answers from the bucket: the same rows
     both = "CREATE TABLE t AS SELECT count(*) AS n FROM logs; SELECT n FROM t"
     declined = stack.run("query", "--since", "15m", "--format", "json", both)
