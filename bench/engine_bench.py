@@ -117,6 +117,7 @@ QUERIES = {
 }
 # the tool's note when the dashboard answered (query/logs_query.py answered_by_dashboard)
 ANSWERED = re.compile(r"answered by the dashboard's loaded tables in ([0-9.]+) s")
+SLOW = 1.0  # seconds: a query this slow has its note printed (the goal of --since 15m)
 NEWEST = ["query", "--since", "1h", "--format", "csv", "SELECT max(timestamp) FROM logs"]
 
 
@@ -126,6 +127,7 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
     inside: dict[str, list[float]] = {name: [] for name in QUERIES}  # the dashboard's answer, as the tool saw it
     for n in range(rounds):
         began_round = time.monotonic()
+        slow: list[str] = []
         for name, command in QUERIES.items():
             began = time.monotonic()
             result = stack.run(*command, timeout=300)
@@ -134,6 +136,8 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
                 raise SystemExit(f"engine_bench: ./start.sh {' '.join(command)} failed:\n{result.stderr}")
             answered = ANSWERED.search(result.stderr)
             inside[name].append(float(answered.group(1)) if answered else math.nan)
+            if times[name][-1] > SLOW:  # where it went: the tool's note has the refresh's parts
+                slow.append(f"  {name} {times[name][-1]:.2f} s: {(result.stderr.strip().splitlines() or [''])[-1]}")
         asked = time.time()
         newest = stack.run(*NEWEST, timeout=300).stdout.strip().splitlines()[-1]
         age = asked - datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()
@@ -143,6 +147,8 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
                 f"{name} {values[-1]:.2f} s (dashboard {inside[name][-1]:.2f} s)" for name, values in times.items()
             )
             + f", newest row {age:.1f} s old, load {pipeline_bench.load_average()}",
+            *slow,
+            sep="\n",
             flush=True,
         )
         time.sleep(max(0.0, seconds / rounds - (time.monotonic() - began_round)))
