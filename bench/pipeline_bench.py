@@ -56,9 +56,9 @@ import bench_env
 ROOT = bench_env.prepare("init", "tests", "query")
 
 import boto3  # noqa: E402
-import bucket_reader  # noqa: E402
 import init_resource  # noqa: E402
 import pipeline_target  # noqa: E402
+from bucket_reader import function_object  # noqa: E402
 from support import localstack_host  # noqa: E402
 from support.event_source_mapping import EventSourceMapping, load_deployed_handler  # noqa: E402
 from support.net import free_port  # noqa: E402
@@ -122,14 +122,9 @@ class Seen:
         return counts
 
 
-def function_object(key: str) -> bool:
-    """Whether the function wrote this object: not a compactor's manifest or merged part
-    (the stack's compactor service), which hold lines of objects it replaces."""
-    name = key.rsplit("/", 1)[-1]
-    return not name.startswith(("_", ".")) and bucket_reader.COMPACTED_MARK not in name
-
-
 def poll_bucket(s3, seen: Seen, stop: threading.Event, interval: float = 0.1) -> None:
+    # only the function's objects: the compactor's manifest and merged parts (the stack's
+    # compactor service) hold lines of the objects they replace
     while not stop.is_set():
         paginator = s3.get_paginator("list_objects_v2")
         now = time.time()

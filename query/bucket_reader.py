@@ -321,12 +321,15 @@ def objects_to_read(
     """
     replaced = set(manifest["sources"]) if manifest else set()
     wanted = [key for key in manifest_objects(manifest) if window is None or _may_overlap(manifest, key, window)]
-    for key in sorted(keys):
-        name = key.rsplit("/", 1)[-1]
-        if name.startswith(("_", ".")) or COMPACTED_MARK in name or key in replaced:
-            continue
-        wanted.append(key)
+    wanted += [key for key in sorted(keys) if function_object(key) and key not in replaced]
     return wanted
+
+
+def function_object(key: str) -> bool:
+    """Whether the function wrote this object: not a compaction's manifest or merged part,
+    nor another file whose name starts with `_` or `.`."""
+    name = key.rsplit("/", 1)[-1]
+    return not name.startswith(("_", ".")) and COMPACTED_MARK not in name
 
 
 def _may_overlap(manifest: dict[str, Any], key: str, window: tuple[datetime, datetime]) -> bool:
