@@ -13,7 +13,8 @@ Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in i
 - request -> listable S3 object at --rate req/s for --seconds, per minute (p50/p99/max,
   lost), requests sent from this host to the published port, lines through the compose
   network (nginx -> fluentd -> LocalStack);
-- each container's memory (docker stats) at start and after --soak seconds of traffic;
+- each container's memory (docker stats) at start, every 5 minutes of the soak and after
+  --soak seconds of traffic; request -> S3 per 5 minutes of the soak;
 - with --queries N: during the soak, N rounds of the user's query commands, each timed
   from the shell (`./start.sh query --since 1h`, a GROUP BY over 1h, `--since 15m`), with
   the newest row's age when the query began;
@@ -62,6 +63,12 @@ def memory(stack: Stack, when: str) -> None:
     print(f"memory {when}: " + ", ".join(shown), flush=True)
 
 
+def memory_every(stack: Stack, every: float, seconds: float) -> None:
+    for n in range(1, int(seconds // every) + 1):
+        time.sleep(every)
+        memory(stack, f"after {n * every / 60:g} min of the soak")
+
+
 def disk(stack: Stack) -> None:
     images = stack.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}").stdout.splitlines()
     print("images: " + ", ".join(images))
@@ -74,18 +81,20 @@ def disk(stack: Stack) -> None:
                                   if v["Name"].startswith(stack.project)), flush=True)  # fmt: skip
 
 
-def load(stack: Stack, rate: float, seconds: float) -> None:
-    """pipeline_bench's open-loop client and bucket poller, against the stack's ports."""
+def load(stack: Stack, rate: float, seconds: float, width: float = 60, poll: float = 0.1) -> None:
+    """pipeline_bench's open-loop client and bucket poller, against the stack's ports; a
+    row per `width` seconds of sending. The poller lists the whole bucket every `poll` s:
+    over an hour, 0.25 s (as live_query_bench's) keeps it from weighing on LocalStack."""
     seen = pipeline_bench.Seen()
     stop = threading.Event()
-    poller = threading.Thread(target=pipeline_bench.poll_bucket, args=(stack.s3(), seen, stop), daemon=True)
+    poller = threading.Thread(target=pipeline_bench.poll_bucket, args=(stack.s3(), seen, stop, poll), daemon=True)
     poller.start()
     start = time.time()
     loads: list[str] = []
 
     def sample() -> None:
-        for _ in range(int(seconds // 60)):
-            time.sleep(60)
+        for _ in range(int(seconds // width)):
+            time.sleep(width)
             loads.append(pipeline_bench.load_average())
 
     threading.Thread(target=sample, daemon=True).start()
@@ -95,7 +104,7 @@ def load(stack: Stack, rate: float, seconds: float) -> None:
         time.sleep(0.5)
     stop.set()
     poller.join(timeout=30)
-    for _, _, row in pipeline_bench.minute_rows(sent, seen.first_seen, [], loads, start, seconds):
+    for _, _, row in pipeline_bench.minute_rows(sent, seen.first_seen, [], loads, start, seconds, width):
         # fluentd's puts are inside its container here: no PutRecords timings to show
         print(re.sub(r", PutRecords .*, puts so far \d+", "", row), flush=True)
     latencies = [seen.first_seen[p] - t for p, t in sent.items() if p in seen.first_seen]
@@ -174,12 +183,11 @@ def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
             if args.soak > args.seconds:
                 pipeline_bench_soak = args.soak - args.seconds
                 print(f"soak: {args.rate:g} req/s for {pipeline_bench_soak:g} s more", flush=True)
-                soak = threading.Thread(
-                    target=lambda: asyncio.run(
-                        pipeline_bench.send_load(int(stack.env["WEB_PORT"]), args.rate, pipeline_bench_soak, "soak")
-                    )
-                )
+                # request -> S3 per 5 minutes and the memory every 5 minutes, through the soak
+                soak = threading.Thread(target=load, args=(stack, args.rate, pipeline_bench_soak, 300, 0.25))
                 soak.start()
+                watched = threading.Thread(target=memory_every, args=(stack, 300, pipeline_bench_soak), daemon=True)
+                watched.start()
                 if args.queries:
                     queries(stack, args.queries, pipeline_bench_soak)
                 soak.join()

@@ -236,12 +236,14 @@ def minute_rows(
     loads: list[str],
     start: float,
     seconds: float,
+    width: float = 60,
 ) -> list[tuple[float, float, str]]:
-    """(p50, p99, row) per minute of sending: that minute's requests' latencies and its puts."""
+    """(p50, p99, row) per minute of sending (per `width` seconds): that window's requests'
+    latencies and its puts."""
     rows = []
-    minutes = max(1, math.ceil(seconds / 60))
+    minutes = max(1, math.ceil(seconds / width))
     for m in range(minutes):
-        low, high = start + 60 * m, start + 60 * (m + 1)
+        low, high = start + width * m, start + width * (m + 1)
         if m == minutes - 1:  # the last requests may leave a moment after the last minute
             high = math.inf
         paths = [p for p, t in sent.items() if low <= t < high]
@@ -255,7 +257,7 @@ def minute_rows(
             (
                 p50,
                 p99,
-                f"  minute {m + 1:2d}: sent {len(paths)}, p50 {p50:.2f} s, "
+                f"  {_window(m, width)}: sent {len(paths)}, p50 {p50:.2f} s, "
                 f"p99 {percentile(latencies, 99):.2f} s, max {max(latencies, default=float('nan')):.2f} s, "
                 f"lost {len(paths) - len(latencies)}, PutRecords {len(in_minute)} (p50 "
                 f"{percentile(in_minute, 50):.3f} s, max {max(in_minute, default=float('nan')):.3f} s), "
@@ -263,6 +265,12 @@ def minute_rows(
             )
         )
     return rows
+
+
+def _window(m: int, width: float) -> str:
+    if width == 60:
+        return f"minute {m + 1:2d}"
+    return f"minutes {m * width / 60:4.1f}-{(m + 1) * width / 60:4.1f}"
 
 
 class Bench:
