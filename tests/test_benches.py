@@ -57,3 +57,23 @@ def test_the_pipeline_benches_poller_counts_what_the_function_wrote_once(monkeyp
         pipeline_bench.poll_bucket(s3, seen, OnePass(), interval=0)
     assert list(seen.keys) == [prefix + "nginx_access_log_1.json"]
     assert seen.counts() == {"/a": 1, "/b": 1}
+
+
+def test_the_benches_latency_rows_cover_windows_of_any_width(monkeypatch):
+    # the engine bench's hour-long soak prints a row per 5 minutes: every request in the
+    # window it left in, a line never seen counted as lost
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import pipeline_bench
+
+    start = 1000.0
+    sent = {"/a": start + 10, "/b": start + 299, "/c": start + 300, "/d": start + 650}
+    first_seen = {"/a": start + 10.5, "/b": start + 301, "/c": start + 300.25}
+    rows = pipeline_bench.minute_rows(sent, first_seen, [], ["1.0", "2.0"], start, 660, width=300)
+    assert len(rows) == 3  # 660 s: two whole windows and a part
+    assert rows[0][2].startswith("  minutes  0.0- 5.0: sent 2, p50 ")
+    assert "max 2.00 s, lost 0" in rows[0][2]
+    assert rows[1][2].startswith("  minutes  5.0-10.0: sent 1, p50 0.25 s")
+    assert rows[2][2].startswith("  minutes 10.0-15.0: sent 1,") and "lost 1" in rows[2][2]
+    assert rows[2][1] == float("inf")  # a lost line: the window's p99 is too late
+    minute = pipeline_bench.minute_rows(sent, first_seen, [], [], start, 120)
+    assert minute[0][2].startswith("  minute  1: sent 1, p50 0.50 s")
