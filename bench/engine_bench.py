@@ -11,8 +11,8 @@ Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in i
 - the first start (new volumes) and a warm start (after `./start.sh down`), each until
   ./start.sh says the pipeline is up;
 - request -> listable S3 object at --rate req/s for --seconds, per minute (p50/p99/max,
-  lost), requests sent from this host to the published port, lines through the compose
-  network (nginx -> fluentd -> LocalStack);
+  lost), requests sent from this host to the published port (over --paths paths, as
+  live_query_bench's), lines through the compose network (nginx -> fluentd -> LocalStack);
 - each container's memory (docker stats) at start, every 5 minutes of the soak and after
   --soak seconds of traffic; request -> S3 per 5 minutes of the soak;
 - with --queries N: during the soak, N rounds of the user's query commands, each timed
@@ -64,7 +64,8 @@ def memory(stack: Stack, when: str) -> None:
 
 
 def memory_every(stack: Stack, every: float, seconds: float) -> None:
-    for n in range(1, int(seconds // every) + 1):
+    # not at the end: the reading after the soak is run()'s
+    for n in range(1, math.ceil(seconds / every)):
         time.sleep(every)
         memory(stack, f"after {n * every / 60:g} min of the soak")
 
@@ -81,10 +82,11 @@ def disk(stack: Stack) -> None:
                                   if v["Name"].startswith(stack.project)), flush=True)  # fmt: skip
 
 
-def load(stack: Stack, rate: float, seconds: float, width: float = 60, poll: float = 0.1) -> None:
-    """pipeline_bench's open-loop client and bucket poller, against the stack's ports; a
-    row per `width` seconds of sending. The poller lists the whole bucket every `poll` s:
-    over an hour, 0.25 s (as live_query_bench's) keeps it from weighing on LocalStack."""
+def load(stack: Stack, rate: float, seconds: float, paths: int, width: float = 60, poll: float = 0.1) -> None:
+    """pipeline_bench's open-loop client (requests over `paths` paths, 0: each its own) and
+    bucket poller, against the stack's ports; a row per `width` seconds of sending. The
+    poller lists the whole bucket every `poll` s: over an hour, 0.25 s (as
+    live_query_bench's) keeps it from weighing on LocalStack."""
     seen = pipeline_bench.Seen()
     stop = threading.Event()
     poller = threading.Thread(target=pipeline_bench.poll_bucket, args=(stack.s3(), seen, stop, poll), daemon=True)
@@ -98,7 +100,8 @@ def load(stack: Stack, rate: float, seconds: float, width: float = 60, poll: flo
             loads.append(pipeline_bench.load_average())
 
     threading.Thread(target=sample, daemon=True).start()
-    sent = asyncio.run(pipeline_bench.send_load(int(stack.env["WEB_PORT"]), rate, seconds, f"engine{int(start)}"))
+    port, run = int(stack.env["WEB_PORT"]), f"engine{int(start)}"
+    sent = asyncio.run(pipeline_bench.send_load(port, rate, seconds, run, paths=paths))
     deadline = time.time() + 60
     while time.time() < deadline and not set(sent) <= set(seen.first_seen):
         time.sleep(0.5)
@@ -179,12 +182,14 @@ def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
         try:
             timed_start(stack, "first start (new volumes)")
             memory(stack, "at start")
-            load(stack, args.rate, args.seconds)
+            load(stack, args.rate, args.seconds, args.paths)
             if args.soak > args.seconds:
                 pipeline_bench_soak = args.soak - args.seconds
                 print(f"soak: {args.rate:g} req/s for {pipeline_bench_soak:g} s more", flush=True)
                 # request -> S3 per 5 minutes and the memory every 5 minutes, through the soak
-                soak = threading.Thread(target=load, args=(stack, args.rate, pipeline_bench_soak, 300, 0.25))
+                soak = threading.Thread(
+                    target=load, args=(stack, args.rate, pipeline_bench_soak, args.paths, 300, 0.25)
+                )
                 soak.start()
                 watched = threading.Thread(target=memory_every, args=(stack, 300, pipeline_bench_soak), daemon=True)
                 watched.start()
@@ -207,6 +212,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300, help="measured seconds of traffic (default 300)")
     parser.add_argument("--soak", type=float, default=600, help="seconds of traffic before the second memory reading")
     parser.add_argument("--queries", type=int, default=0, help="rounds of ./start.sh query during the soak")
+    parser.add_argument(
+        "--paths",
+        type=int,
+        default=40,
+        help="distinct request paths, each request's number in its query string (default 40, a site's "
+        "tens); 0: each request on its own path, the summary's worst case (runs before 2026-12-03 14:30)",
+    )
     parser.add_argument("--cold", action="store_true", help="a new engine data root: build every image from nothing")
     args = parser.parse_args()
     problem = engine_problem()
