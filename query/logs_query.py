@@ -457,10 +457,12 @@ def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: dateti
         # rewritten, or a compaction it could not adopt
         spent = [f"{part} {header[part]:.2f} s" for part in REFRESH_PARTS if header.get(part)]
         spent += [f"{header['reread']} hour(s) read again"] if header.get("reread") else []
+        # the bucket as listed that long before the question came (the dashboard's FRESH)
+        listed = f"; as listed {header['listed_before']:.2f} s before" if header.get("listed_before") else ""
         print(
             f"logs_query: answered by the dashboard's loaded tables in {time.perf_counter() - began:.2f} s "
             f"({header.get('read', 0)} new object(s) read; refresh {header.get('refresh', 0):.2f} s "
-            f"({', '.join(spent) or 'nothing to do'}), SQL {header.get('sql', 0):.2f} s)",
+            f"({', '.join(spent) or 'nothing to do'}), SQL {header.get('sql', 0):.2f} s{listed})",
             file=sys.stderr,
         )
     return True

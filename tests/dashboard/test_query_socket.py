@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -158,7 +159,8 @@ def test_duckdb_checkpoints_only_when_the_dashboard_tidies_after_an_answer(aws, 
     assert tidy() is None  # not due again until more lines are loaded or rows deleted
 
 
-def test_a_line_that_landed_just_before_the_query_is_in_its_answer(aws, capsys, writer, socket_):
+def test_a_line_that_landed_just_before_the_query_is_in_its_answer(aws, capsys, writer, socket_, monkeypatch):
+    monkeypatch.setattr(dashboard, "FRESH", 0.0)  # a listing begun before the question is too old
     write_traffic(writer)
     count = ["--format", "csv", *SINCE_3H, "SELECT count(*) AS n FROM logs"]
     assert ask(aws, capsys, socket_.path, *count)[1].splitlines() == ["n", "302"]
@@ -169,6 +171,105 @@ def test_a_line_that_landed_just_before_the_query_is_in_its_answer(aws, capsys, 
     writer.batch([timed_line(late, "/late", "f" * 32)], arrival=late)
     code, out, err = ask(aws, capsys, socket_.path, *count)
     assert code == 0 and out.splitlines() == ["n", "303"] and "1 new object(s) read" in err
+
+
+def late_line(writer: Writer, n: int) -> None:
+    """An object that lands now though named after an arrival 10 minutes ago."""
+    late = NOW - timedelta(minutes=10)
+    writer.batch([timed_line(late, f"/late/{n}", f"{n:x}".rjust(32, "f"))], arrival=late)  # an id of its own
+
+
+def test_an_answer_holds_the_bucket_as_listed_in_full_within_fresh(aws, capsys, writer, socket_, monkeypatch):
+    monkeypatch.setattr(dashboard, "FRESH", 60.0)
+    write_traffic(writer)
+    count = ["--format", "csv", *SINCE_3H, "SELECT count(*) AS n FROM logs"]
+    socket_.store.sync(NOW - timedelta(hours=3))  # the page's: hours listed, but not all in full
+    code, out, err = ask(aws, capsys, socket_.path, *count)
+    assert out.splitlines() == ["n", "302"] and "listing" in err, err  # so the question listed them
+    late_line(writer, 1)
+    code, out, err = ask(aws, capsys, socket_.path, *count)
+    # the full listing above began within FRESH: used as it is, and the note says how old
+    assert code == 0 and out.splitlines() == ["n", "302"], (out, err)
+    assert "refresh 0.00 s (nothing to do)" in err and re.search(r"as listed \d+\.\d\d s before\)", err), err
+    monkeypatch.setattr(dashboard, "FRESH", 0.0)
+    code, out, err = ask(aws, capsys, socket_.path, *count)
+    assert out.splitlines() == ["n", "303"] and "1 new object(s) read" in err, err
+
+
+def test_an_answer_does_not_wait_for_a_refresh_it_does_not_need(aws, capsys, writer, socket_, monkeypatch):
+    monkeypatch.setattr(dashboard, "FRESH", 60.0)
+    write_traffic(writer)
+    count = ["--format", "csv", *SINCE_50M, "SELECT count(*) AS n FROM logs"]
+    code, before, err = ask(aws, capsys, socket_.path, *count)
+    assert code == 0 and "answered by the dashboard" in err, err
+    held, release = threading.Event(), threading.Event()
+
+    def refreshing() -> None:  # a read-ahead's or the page's sync, running long
+        with socket_.store.lock:
+            held.set()
+            release.wait(30)
+
+    other = threading.Thread(target=refreshing)
+    other.start()
+    try:
+        held.wait(10)
+        began = time.monotonic()
+        code, out, err = ask(aws, capsys, socket_.path, *count)
+        assert code == 0 and time.monotonic() - began < 10, err
+        assert out == before and "answered by the dashboard" in err and "waited" not in err, err
+    finally:
+        release.set()
+        other.join()
+
+
+def test_while_questions_come_the_dashboard_reads_ahead(aws, capsys, writer, socket_, monkeypatch):
+    write_traffic(writer)
+    service, store, stop = socket_.server.RequestHandlerClass.service, socket_.store, threading.Event()
+    ahead = threading.Thread(target=service.read_ahead, args=(stop, 0.05))
+    ahead.start()
+    try:
+        threading.Event().wait(0.3)  # six rounds with no question: it lists nothing
+        assert store.synced is None and store.reads == 0
+        count = ["--format", "csv", *SINCE_50M, "SELECT count(*) AS n FROM logs"]
+        code, out, err = ask(aws, capsys, socket_.path, *count)
+        assert code == 0 and "answered by the dashboard" in err, err
+        before, reads = out.splitlines(), store.reads
+        late_line(writer, 2)  # lands after the question: the read-ahead's next full listing finds it
+        for _ in range(200):
+            if store.reads > reads:
+                break
+            threading.Event().wait(0.05)
+        assert store.reads == reads + 1
+        code, out, err = ask(aws, capsys, socket_.path, *count)
+        assert int(out.splitlines()[1]) == int(before[1]) + 1 and "refresh 0.00 s (nothing to do)" in err, err
+        # as far back as the questions reached (at most RECENT), in full
+        assert store.synced_in_full is not None and store.synced_in_full[1] == NOW - timedelta(minutes=50)
+        service.asked -= dashboard.READ_AHEAD_FOR + 1  # no question for that long: it stops
+        threading.Event().wait(0.2)  # (a sync under way when it stopped ends)
+        listed = store.synced_in_full
+        threading.Event().wait(0.3)
+        assert store.synced_in_full == listed
+    finally:
+        stop.set()
+        ahead.join()
+
+
+def test_a_failing_read_ahead_says_so_once(socket_, monkeypatch, capsys):
+    service, stop = socket_.server.RequestHandlerClass.service, threading.Event()
+    calls = []
+
+    def failing(start, max_age=1.0, fresh_after=None):
+        calls.append(fresh_after)
+        if len(calls) >= 5:
+            stop.set()
+        raise ConnectionError("LocalStack restarting")
+
+    monkeypatch.setattr(socket_.store, "sync", failing)
+    service.asked = dashboard.time.monotonic()
+    service.read_ahead(stop, 0.01)
+    assert len(calls) == 5 and all(after is not None for after in calls)  # each one lists in full
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dashboard: reading ahead: "), lines
 
 
 @pytest.mark.parametrize(
@@ -243,7 +344,8 @@ def test_the_socket_is_its_users_alone(socket_):
     # the dashboard's DuckDB reads no file beyond its own folder, and its settings are fixed
     import duckdb
 
-    with pytest.raises(duckdb.Error, match="disabled by configuration"):
-        socket_.store.con.execute("SELECT * FROM read_text('/etc/hostname')")
+    for connection in (socket_.store.con, socket_.store.answer_cursor()):  # an answer's too
+        with pytest.raises(duckdb.Error, match="disabled by configuration"):
+            connection.execute("SELECT * FROM read_text('/etc/hostname')")
     with pytest.raises(duckdb.Error, match="locked"):
         socket_.store.con.execute("SET enable_external_access = true")
