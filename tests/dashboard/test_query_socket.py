@@ -222,7 +222,7 @@ def test_an_answer_does_not_wait_for_a_refresh_it_does_not_need(aws, capsys, wri
         other.join()
 
 
-def test_while_questions_come_the_dashboard_reads_ahead(aws, capsys, writer, socket_, monkeypatch):
+def test_while_questions_come_the_dashboard_reads_ahead(aws, capsys, writer, socket_):
     write_traffic(writer)
     service, store, stop = socket_.server.RequestHandlerClass.service, socket_.store, threading.Event()
     ahead = threading.Thread(target=service.read_ahead, args=(stop, 0.05))
