@@ -688,6 +688,20 @@ class QueryService:
         }
         return {"read": read, **timings}, out.getvalue()
 
+    def answer_command(self, argv: list[str], arrived: float) -> tuple[int, str, str]:
+        """logs_query.py's arguments (./start.sh query's, on the loopback port) answered
+        as the tool would print them: (200, note, output) or (422, "", its error line).
+        Declined for anything else, --help and every mistake in them included: the tool
+        then runs as it would without this, and says what is wrong in its own words."""
+        parser = logs_query.build_parser()
+        parser.error = parser.exit = _declining  # type: ignore[method-assign]
+        parser.print_help = parser.print_usage = lambda file=None: None  # type: ignore[method-assign]
+        args, start, end = logs_query.parse_args(parser, argv)
+        header, text = self.answer(logs_query.dashboard_request(args, start, end), arrived)
+        if "error" in header:
+            return 422, "", f"logs_query: error: {header['error']}\n"
+        return 200, "" if args.quiet else logs_query.answered_note(header, time.monotonic() - arrived), text
+
     def read_ahead(self, stop: threading.Event, every: float = READ_AHEAD_EVERY) -> None:
         """Until `stop`: while a question came within READ_AHEAD_FOR, list the range the
         questions reach in full and read what is new, a sync begun every `every` s. A
@@ -726,6 +740,10 @@ class QueryService:
         if start < now - RECENT and not self.store.holds(start):
             raise Declined("it holds the last hour and the windows shown; an older range is read from the bucket")
         return sql, fmt, start, end
+
+
+def _declining(*_: Any, **__: Any) -> Any:
+    raise Declined("arguments it leaves to the tool")
 
 
 def _range_tables(start: datetime, end: datetime, with_path: bool = False) -> list[str]:
@@ -839,6 +857,10 @@ class App:
     vendor: Path
     function: FunctionLog | None = None
     saved: SavedLogs | None = None
+    # POST /api/query: ./start.sh query's arguments, answered by this service when the
+    # request names this stack and these sources (QUERY_ASKED_BY's headers)
+    queries: QueryService | None = None
+    asked_by: dict[str, str] = field(default_factory=dict)
 
     def api(self, path: str, query: str) -> dict[str, Any]:
         params = parameters(path, query)
@@ -904,9 +926,52 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, *found)
 
     def do_POST(self) -> None:
-        self._json(405, {"error": "the dashboard's API only answers GET"})
+        if urlsplit(self.path).path != "/api/query" or self.app.queries is None:
+            self._json(405, {"error": "the dashboard's API only answers GET"})
+            return
+        arrived = time.monotonic()
+        refused = self._refused_query()
+        if refused:
+            self._send(403, f"{refused}\n".encode(), "text/plain; charset=utf-8")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+            if not 0 <= length <= MAX_REQUEST:
+                raise ValueError
+            argv = self.rfile.read(length).decode().split("\0")[:-1]  # each argument ends in NUL
+            status, note, text = self.app.queries.answer_command(argv, arrived)
+        except (ValueError, Declined) as exc:  # the tool runs instead, and says what is wrong
+            status, note, text = 409, "", f"{str(exc) or 'malformed request'}\n"
+        except Exception as exc:
+            status, note, text = 409, "", logs_query.describe(exc, self.app.store.bucket.name) + "\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body := text.encode())))
+        if note:
+            self.send_header("X-Logs-Note", note)
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client went away
+            self.wfile.write(body)
+            self.wfile.flush()
+        self.app.store.tidy()
 
     do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _refused_query(self) -> str:
+        """Why a POST /api/query is not this stack's ./start.sh asking (empty if it is).
+        Browsers may not ask at all: a page of another site that rebinds its name to
+        127.0.0.1 sends its own Host; every browser's POST carries an Origin; and the
+        headers below are not ones a page may send to another site without a preflight
+        that this server never grants. What it answers, the page's API serves already."""
+        if not loopback_host(self.headers.get("Host", "")):
+            return "the dashboard answers only for localhost, 127.0.0.1 or [::1]"
+        if self.headers.get("Origin") is not None:
+            return "queries are answered for ./start.sh query, not for a page"
+        for name, value in self.app.asked_by.items():
+            if self.headers.get(name) != value:
+                return f"{name} is not {value!r}: another stack, or other sources of query/"
+        return ""
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         self._send(status, json.dumps(body, ensure_ascii=False, default=str).encode(), "application/json")
@@ -923,6 +988,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+def asked_by(value: str | None) -> dict[str, str]:
+    """The headers a POST /api/query must carry, for --query-asked-by STACK:SOURCE; none
+    (then no query is answered there) unless both are given: `docker compose up` run by
+    hand gives no source."""
+    stack, _, source = (value or "").partition(":")
+    return {"X-Logs-Stack": stack, "X-Logs-Source": source} if stack and source else {}
 
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
@@ -967,6 +1040,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("QUERY_SOCKET") or None,
         help="also answer logs_query.py's SELECTs on this Unix socket (default: $QUERY_SOCKET; none)",
     )
+    parser.add_argument(
+        "--query-asked-by",
+        default=os.environ.get("QUERY_ASKED_BY") or None,
+        metavar="STACK:SOURCE",
+        help="with --query-socket: also answer ./start.sh query on POST /api/query when it names "
+        "this compose project and checksum of query/ (default: $QUERY_ASKED_BY; none)",
+    )
     logs_query.add_target_arguments(parser)
     bucket_reader.add_local_arguments(parser)  # --saved-logs: also counted by the pipeline panel
     return parser
@@ -988,6 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
             service = QueryService(store, target)
             sockets = make_query_server(service, args.query_socket)
             threading.Thread(target=sockets.serve_forever, daemon=True).start()
+            app.asked_by = asked_by(args.query_asked_by)
+            app.queries = service if app.asked_by else None
             threading.Thread(target=service.read_ahead, args=(threading.Event(),), daemon=True).start()
     except Exception as exc:
         if args.debug:

@@ -428,19 +428,9 @@ def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: dateti
     """Whether the dashboard answered (then its output is written); a SQL error is a Failure."""
     if not args.socket:
         return False
-    request = {
-        "version": 1,
-        "sql": args.sql,
-        "format": args.format,
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "bucket": args.bucket,
-        "endpoint": None if args.aws else args.endpoint_url,
-        "region": args.region,
-    }
     began = time.perf_counter()
     try:
-        header, body = ask_dashboard(args.socket, request)
+        header, body = ask_dashboard(args.socket, dashboard_request(args, start, end))
     except (OSError, ValueError) as exc:
         reason = f"no answer on {args.socket} ({exc.strerror or exc})" if isinstance(exc, OSError) else str(exc)
         header, body = {"declined": reason}, ""
@@ -453,19 +443,37 @@ def answered_by_dashboard(args: argparse.Namespace, start: datetime, end: dateti
         return False
     out.write(body)
     if not args.quiet:
-        # the refresh's parts (docs/performance.md); an hour read again in full: an object
-        # rewritten, or a compaction it could not adopt
-        spent = [f"{part} {header[part]:.2f} s" for part in REFRESH_PARTS if header.get(part)]
-        spent += [f"{header['reread']} hour(s) read again"] if header.get("reread") else []
-        # the bucket as listed that long before the question came (the dashboard's FRESH)
-        listed = f"; as listed {header['listed_before']:.2f} s before" if header.get("listed_before") else ""
-        print(
-            f"logs_query: answered by the dashboard's loaded tables in {time.perf_counter() - began:.2f} s "
-            f"({header.get('read', 0)} new object(s) read; refresh {header.get('refresh', 0):.2f} s "
-            f"({', '.join(spent) or 'nothing to do'}), SQL {header.get('sql', 0):.2f} s{listed})",
-            file=sys.stderr,
-        )
+        print(answered_note(header, time.perf_counter() - began), file=sys.stderr)
     return True
+
+
+def dashboard_request(args: argparse.Namespace, start: datetime, end: datetime) -> dict[str, Any]:
+    """What the dashboard is asked for these arguments (dashboard.QueryService.answer)."""
+    return {
+        "version": 1,
+        "sql": args.sql,
+        "format": args.format,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "bucket": args.bucket,
+        "endpoint": None if args.aws else args.endpoint_url,
+        "region": args.region,
+    }
+
+
+def answered_note(header: dict[str, Any], seconds: float) -> str:
+    """The note on stderr for an answer of the dashboard, with its header's timings."""
+    # the refresh's parts (docs/performance.md); an hour read again in full: an object
+    # rewritten, or a compaction it could not adopt
+    spent = [f"{part} {header[part]:.2f} s" for part in REFRESH_PARTS if header.get(part)]
+    spent += [f"{header['reread']} hour(s) read again"] if header.get("reread") else []
+    # the bucket as listed that long before the question came (the dashboard's FRESH)
+    listed = f"; as listed {header['listed_before']:.2f} s before" if header.get("listed_before") else ""
+    return (
+        f"logs_query: answered by the dashboard's loaded tables in {seconds:.2f} s "
+        f"({header.get('read', 0)} new object(s) read; refresh {header.get('refresh', 0):.2f} s "
+        f"({', '.join(spent) or 'nothing to do'}), SQL {header.get('sql', 0):.2f} s{listed})"
+    )
 
 
 def _fetch_to_files(
@@ -534,10 +542,11 @@ def query(
     return fetched
 
 
-def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    parser = build_parser()
+def parse_args(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, datetime, datetime]:
+    """The arguments and the range they name; `parser.error` on any mistake in them."""
     args = parser.parse_args(argv)
-    out = out or sys.stdout
     if args.end and args.since:
         parser.error("--to goes with --from, not with --since")
     try:
@@ -547,6 +556,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         parser.error(str(exc))
     if args.sql is not None and not args.sql.strip():
         parser.error("the SQL is empty")
+    return args, start, end
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    args, start, end = parse_args(build_parser(), argv)
+    out = out or sys.stdout
     try:
         if answered_by_dashboard(args, start, end, out):
             return 0

@@ -9,6 +9,7 @@ import sys
 from pathlib import PurePosixPath
 
 import pytest
+import support.dashboard_server  # noqa: F401 - query/ on the path
 from support.compose import COMPOSE_FILE, ROOT, compose
 from support.fluentd_conf import FLUENT_CONF, fluent_conf_defaults
 
@@ -104,6 +105,22 @@ def test_dashboard_is_published_on_loopback_only_from_the_query_image():
     assert compose()["services"]["localstack"]["ports"] == ["127.0.0.1:4566:4566"]
     # another port for LocalStack, e.g. when another LocalStack holds 4566 (or for tests)
     assert compose({"LOCALSTACK_PORT": "4567"})["services"]["localstack"]["ports"] == ["127.0.0.1:4567:4566"]
+
+
+def test_the_dashboard_answers_start_sh_query_of_its_own_project_and_sources():
+    import dashboard  # query/'s, on the path from support.dashboard_server
+
+    def asked_by(env: dict[str, str]) -> dict[str, str]:
+        return dashboard.asked_by(compose(env)["services"]["dashboard"]["environment"]["QUERY_ASKED_BY"])
+
+    # what start.sh sends: its project's name (.env, else `name:`) and query/'s checksum
+    assert asked_by({"QUERY_SOURCE": "123-456"}) == {
+        "X-Logs-Stack": "centralized-logging-pipeline",
+        "X-Logs-Source": "123-456",
+    }
+    assert asked_by({"QUERY_SOURCE": "1-2", "COMPOSE_PROJECT_NAME": "other"})["X-Logs-Stack"] == "other"
+    # `docker compose up` by hand: no source, and no query is answered on the port
+    assert asked_by({}) == {}
 
 
 def test_compactor_follows_the_bucket_from_the_query_image_without_a_port():
@@ -248,7 +265,8 @@ def test_env_example_names_every_variable_the_compose_file_reads():
     variables = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_FILE.read_text()))
     example = (ROOT / ".env.example").read_text()
     named = set(re.findall(r"^([A-Z_]+)=", example, re.M))
-    assert variables - SET_BY_START_SH <= named, variables - named - SET_BY_START_SH
+    given = SET_BY_START_SH | {"COMPOSE_PROJECT_NAME"}  # and the project's name, by Compose
+    assert variables - given <= named, variables - named - given
     exported = set(re.findall(r"^export ([A-Z_]+)$", (ROOT / "start.sh").read_text(), re.M))
     assert exported >= SET_BY_START_SH
 

@@ -16,15 +16,18 @@ import pty
 import shutil
 import socket
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from support import fake_docker
 from support.compose import ROOT, compose
+from support.dashboard_server import Server
 from support.net import free_port
 
 TOOLS = ["bash", "dirname", "basename", "sed", "grep", "cut", "tail", "head", "cat", "mktemp", "rm", "mkdir"]
 TOOLS += ["find", "cksum", "sort", "tr"]  # the query sources' checksum
+TOOLS += ["curl"]  # ./start.sh query asks the dashboard's port first
 BOUND = 15  # seconds from a knowable failure to start.sh's exit (issue: "within 15 s")
 
 PROVISIONING = "provisioning still running: 10-provision.sh"
@@ -788,7 +791,9 @@ def test_tests_pass_while_another_localstack_holds_4566(start):
 def tools_on_moto(aws, start):
     """A running stack whose LocalStack is moto, for ./start.sh query/traffic/compact."""
 
-    def _run(*args: str, web_url: str = "", health: str = "healthy", dashboard: dict | None = None) -> Run:
+    def _run(
+        *args: str, web_url: str = "", health: str = "healthy", dashboard: dict | None = None, env: dict | None = None
+    ) -> Run:
         state = {**HEALTHY, "health": health}
         services = {name: timeline((0, state)) for name in ("localstack", "fluentd", "web")}
         if dashboard is not None:
@@ -800,7 +805,7 @@ def tools_on_moto(aws, start):
             "query_env": {k: str(v) for k, v in compose()["services"]["query"]["environment"].items()},
             "services": services,
         }
-        return start(*args, scenario=scenario)
+        return start(*args, scenario=scenario, env=env)
 
     return _run
 
@@ -880,6 +885,60 @@ def test_a_query_takes_the_quick_way_only_into_a_ready_stack(tools_on_moto, buck
     else:
         assert result.code == 0 and result.stdout == "two\n2\n", result.stderr
         assert any(call[:4] == ["compose", "--profile", "tools", "run"] for call in result.calls)
+
+
+@pytest.fixture
+def dashboard_port(handler_module, s3_client, aws, bucket, monkeypatch, tmp_path):
+    """The dashboard's server in this process (tests/support/dashboard_server.py) with its
+    query service, over traffic the handler wrote; told who may ask by the test."""
+    import dashboard  # query/'s: on the path from support.dashboard_server on
+    import logs_query
+    from support.dashboard_data import NOW, write_traffic
+    from support.query_data import Writer
+
+    monkeypatch.setattr(handler_module, "log", lambda *args, **kwargs: None)
+    write_traffic(Writer(handler_module))
+    # it parses the arguments with the defaults of its own environment, as in its container
+    for name, value in (("AWS_ENDPOINT_URL", aws), ("BUCKET_NAME", bucket), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    store = dashboard.Store(logs_query.Bucket(s3_client, bucket), workers=4, clock=lambda: NOW)
+    server = Server(dashboard.App(store, tmp_path))
+    server.app.queries = dashboard.QueryService(store, {"bucket": bucket, "endpoint": aws, "region": "us-east-1"})
+    server.range = ["--from", (NOW - timedelta(minutes=50)).isoformat(), "--to", NOW.isoformat()]
+    yield server
+    server.stop()
+
+
+def test_a_query_is_answered_on_the_dashboards_port_with_no_docker_call(tools_on_moto, dashboard_port, tmp_path):
+    env = {"DASHBOARD_PORT": str(dashboard_port.port)}
+    sql = "SELECT status, count(*) AS n FROM logs GROUP BY 1 ORDER BY 1 -- it's $(id) `id` *\n"
+    args = ["query", "--format", "csv", *dashboard_port.range, sql]
+    asked_by = {"X-Logs-Stack": "centralized-logging-pipeline", "X-Logs-Source": "4242-an-older-query-folder"}
+    dashboard_port.app.asked_by = asked_by
+    # a dashboard running other sources of query/ is refused: the tool runs as it did before
+    before = tools_on_moto(*args, env=env)
+    assert before.code == 0 and before.stdout.startswith("status,n\n200,"), before.stderr
+    assert any(call[:4] == ["compose", "--profile", "tools", "run"] for call in before.calls), before.calls
+    # one of this project and these sources answers, the same, and start.sh runs no docker
+    asked_by["X-Logs-Source"] = fake_docker.built_query_source(tmp_path / "docker-state")
+    quick = tools_on_moto(*args, env=env)
+    assert (quick.code, quick.stdout, quick.calls) == (0, before.stdout, []), quick.stderr
+    assert quick.stderr.startswith("logs_query: answered by the dashboard's loaded tables in "), quick.stderr
+    assert quick.stderr.count("\n") == 1
+    # no arguments at all: the summary of the last hour (an empty one: the traffic is older)
+    dashboard_port.app.store.clock = lambda: datetime.now(UTC)
+    summary = tools_on_moto("query", env=env)
+    assert (summary.code, summary.calls) == (0, []) and "0 requests" in summary.stdout, summary.stderr
+    # an error in the SQL: the tool's own line and exit code, still without docker
+    bad = tools_on_moto(*args[:-1], "SELEC 1", env=env)
+    assert (bad.code, bad.stdout, bad.calls) == (1, "", []) and bad.stderr.startswith("logs_query: error: SQL: ")
+    # a mistake in the arguments is the tool's to report, in its own words
+    wrong = tools_on_moto("query", "--since", "soon", env=env)
+    assert wrong.code == 2 and "--since" in wrong.stderr and wrong.calls, wrong.stderr
+    # as is every query on a machine without curl
+    (tmp_path / "bin" / "curl").unlink()
+    without = tools_on_moto(*args, env=env)
+    assert without.code == 0 and without.stdout == before.stdout and without.calls
 
 
 def test_traffic_goes_through_nginx(tools_on_moto, nginx):

@@ -3,16 +3,13 @@ written by the real handler, the server on a free loopback port, uPlot from npm.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from support.dashboard_data import ASSETS, NOW, Traffic
+from support.dashboard_server import Server
 from support.query_data import QUERY
 
 sys.path.insert(0, str(QUERY))
@@ -33,31 +30,6 @@ def uplot() -> str:
             ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=ASSETS, check=True, capture_output=True
         )
     return str(dist)
-
-
-class Server:
-    """dashboard.py's server in this process on 127.0.0.1:<free port>."""
-
-    def __init__(self, app, host: str = "127.0.0.1") -> None:
-        import dashboard
-
-        self.app = app
-        self.httpd = dashboard.make_server(app, host, 0)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def get(self, path: str) -> tuple[int, dict]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.app.store.close()
 
 
 @pytest.fixture

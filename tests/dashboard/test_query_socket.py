@@ -15,8 +15,8 @@ from pathlib import Path
 import dashboard
 import logs_query
 import pytest
-from support.dashboard_data import NOW, sample
-from support.query_data import Writer, nginx_line, timed_line
+from support.dashboard_data import NOW, write_traffic
+from support.query_data import Writer, timed_line
 
 SINCE_3H = ["--from", (NOW - timedelta(hours=3)).isoformat(), "--to", NOW.isoformat()]
 SINCE_50M = ["--from", (NOW - timedelta(minutes=50)).isoformat(), "--to", NOW.isoformat()]
@@ -62,17 +62,6 @@ def both(aws: str, capsys, socket_: Socket, *args: str) -> tuple[tuple[int, str]
     code, out, err = ask(aws, capsys, socket_.path, *args)
     alone, out_alone, _ = ask(aws, capsys, "", *args)
     return (code, out), (alone, out_alone), err
-
-
-def write_traffic(writer: Writer) -> None:
-    """Three hours of requests with ids, a re-send of some, lines without an id, junk."""
-    requests = sample(300, timedelta(hours=3))
-    lines = [timed_line(r.at, r.path, f"{n:032x}", 0.001 * (n % 40)) for n, r in enumerate(requests)]
-    for first in range(0, len(lines), 30):
-        writer.batch(lines[first : first + 30], arrival=requests[min(first + 29, len(lines) - 1)].at)
-    writer.batch(lines[100:110], arrival=requests[120].at)  # fluentd's re-send: same ids
-    writer.batch([nginx_line(NOW - timedelta(minutes=5), "/no-id")] * 2, arrival=NOW - timedelta(minutes=5))
-    writer.batch(["not an access log line"], arrival=NOW - timedelta(minutes=20))
 
 
 @pytest.mark.parametrize(

@@ -26,4 +26,6 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
 
 
 def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    return interpolate(yaml.safe_load(COMPOSE_FILE.read_text()), env or {})
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    # Compose gives the project's name (its top-level `name:` unless set) to interpolation
+    return interpolate(document, {"COMPOSE_PROJECT_NAME": document["name"], **(env or {})})

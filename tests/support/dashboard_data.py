@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from support.events import KinesisRecord, fluentd_message, kinesis_event
-from support.query_data import QUERY
+from support.query_data import QUERY, Writer, nginx_line, timed_line
 
 ASSETS = QUERY / "assets"
 NOW = datetime(2026, 11, 26, 17, 40, 30, tzinfo=UTC)
@@ -72,3 +72,14 @@ class Traffic:
             self.sequence += 1
             records.append(KinesisRecord(fluentd_message(line), str(self.sequence), arrival.timestamp()))
         assert self.handler.handler(kinesis_event(records)) == {"batchItemFailures": []}
+
+
+def write_traffic(writer: Writer) -> None:
+    """Three hours of requests with ids, a re-send of some, lines without an id, junk."""
+    requests = sample(300, timedelta(hours=3))
+    lines = [timed_line(r.at, r.path, f"{n:032x}", 0.001 * (n % 40)) for n, r in enumerate(requests)]
+    for first in range(0, len(lines), 30):
+        writer.batch(lines[first : first + 30], arrival=requests[min(first + 29, len(lines) - 1)].at)
+    writer.batch(lines[100:110], arrival=requests[120].at)  # fluentd's re-send: same ids
+    writer.batch([nginx_line(NOW - timedelta(minutes=5), "/no-id")] * 2, arrival=NOW - timedelta(minutes=5))
+    writer.batch(["not an access log line"], arrival=NOW - timedelta(minutes=20))

@@ -100,6 +100,12 @@ def calls(state_dir: Path) -> list[tuple[float, list[str]]]:
     return [tuple(json.loads(line)) for line in path.read_text().splitlines()]
 
 
+def built_query_source(state_dir: Path) -> str | None:
+    """The query-source label the last `compose build` gave the query image (start.sh's
+    QUERY_SOURCE), or None if none ran."""
+    return _read(str(state_dir), "query_source")
+
+
 def _read(state: str, name: str) -> str | None:
     path = os.path.join(state, name)
     if not os.path.exists(path):

@@ -90,9 +90,8 @@ class Stack:
         """./start.sh ARGS in the copy, as a user types it."""
         options.setdefault("capture_output", True)
         options.setdefault("text", True)
-        return subprocess.run(
-            [str(self.folder / "start.sh"), *args], cwd=self.folder, env=self.env, timeout=timeout, **options
-        )
+        options.setdefault("env", self.env)
+        return subprocess.run([str(self.folder / "start.sh"), *args], cwd=self.folder, timeout=timeout, **options)
 
     def compose(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
