@@ -170,7 +170,7 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
         print(
             f"./start.sh {name}: p50 {pipeline_bench.percentile(values, 50):.2f} s, max {max(values):.2f} s "
             f"over {len(values)} runs; answered by the dashboard {len(answers)}, its answer p50 "
-            f"{pipeline_bench.percentile(answers, 50):.2f} s, the rest (shell, docker exec, python3) p50 "
+            f"{pipeline_bench.percentile(answers, 50):.2f} s, the rest (start.sh and its client) p50 "
             f"{pipeline_bench.percentile(rest, 50):.2f} s, max {max(rest, default=math.nan):.2f} s",
             flush=True,
         )
