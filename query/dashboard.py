@@ -963,7 +963,8 @@ class Handler(BaseHTTPRequestHandler):
         Browsers may not ask at all: a page of another site that rebinds its name to
         127.0.0.1 sends its own Host; every browser's POST carries an Origin; and the
         headers below are not ones a page may send to another site without a preflight
-        that this server never grants. What it answers, the page's API serves already."""
+        that this server never grants. A program here that sends them reads no more than
+        LocalStack's port gives it (query/README.md)."""
         if not loopback_host(self.headers.get("Host", "")):
             return "the dashboard answers only for localhost, 127.0.0.1 or [::1]"
         if self.headers.get("Origin") is not None:
