@@ -418,6 +418,18 @@ class Follower:
         self.closed_done: set[str] = set()  # closed hours merged into parts by this process
         self.done_hour = ""
         self.waiting = False
+        # a call failing once a stop was asked ends there, not after its retries' waits
+        # (up to 3 s a call; a pass makes several, and Docker kills after its grace period)
+        self.bucket.client.meta.events.register("needs-retry.s3", self._no_retry_once_stopped)
+
+    def _no_retry_once_stopped(
+        self, response: Any = None, caught_exception: BaseException | None = None, **_: Any
+    ) -> None:
+        failed = caught_exception is not None or (
+            response is not None and (response[0].status_code >= 500 or response[0].status_code == 429)
+        )
+        if failed and self.stop.is_set():
+            raise Stopped
 
     def step(self, _: str = "") -> None:
         self.beat()

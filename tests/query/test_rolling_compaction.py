@@ -416,6 +416,27 @@ def test_follow_reports_an_unreachable_endpoint_in_one_line_per_pass_and_goes_on
     assert not any("Traceback" in line for line in lines)
 
 
+def test_a_stop_asked_during_a_failing_call_ends_the_pass_without_its_retries():
+    """SIGTERM while S3 cannot be reached: the call stops at its next failed attempt, not
+    after the waits of every retry (up to 3 s a call, several calls a pass)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    client = bucket_reader.s3_client(f"http://127.0.0.1:{port}", "us-east-1", 4)
+    attempts: list[float] = []
+    client.meta.events.register("before-send.s3", lambda **_: attempts.append(time.monotonic()))
+    follower = compact_hours.Follower(bucket_reader.Bucket(client, BUCKET), out=io.StringIO())
+    # asked as the first attempt fails: the retry's wait (up to 1 s) is the last
+    follower.bucket.client.meta.events.register_first(
+        "needs-retry.s3", lambda **_: follower.stop.set() if len(attempts) == 1 else None
+    )
+    began = time.monotonic()
+    with pytest.raises(compact_hours.Stopped):
+        follower.one_pass(datetime.now(UTC))
+    assert len(attempts) == 1, f"{len(attempts)} attempts after the stop"
+    assert time.monotonic() - began < 2
+
+
 class Provisioning(BaseHTTPRequestHandler):
     report: ClassVar[dict] = {}
 
