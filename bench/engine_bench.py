@@ -17,7 +17,9 @@ Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in i
   --soak seconds of traffic; request -> S3 per 5 minutes of the soak;
 - with --queries N: during the soak, N rounds of the user's query commands, each timed
   from the shell (`./start.sh query --since 1h`, a GROUP BY over 1h, `--since 15m`), with
-  the newest row's age when the query began;
+  the newest row's age when the query began, and where the time of each went (a wrapper
+  in front of curl, CURL_WRAPPER: start.sh before its curl, connecting, the dashboard's
+  first byte, after);
 - disk: the images, and this stack's volumes.
 """
 
@@ -28,6 +30,8 @@ import asyncio
 import json
 import math
 import re
+import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -133,23 +137,77 @@ SLOW = 1.0  # seconds: a query this slow has its note printed (the goal of --sin
 NEWEST = ["query", "--since", "1h", "--format", "csv", "SELECT max(timestamp) FROM logs"]
 
 
+# In front of curl on start.sh's PATH: the same call, with curl's own phases and the moment
+# it began appended to $CURL_TIMES (through curl's %{stderr}: start.sh reads only the status
+# it prints). Bench-only; a user's start.sh runs curl itself.
+CURL_WRAPPER = """#!/usr/bin/env bash
+set -euo pipefail
+phases='%{time_connect} %{time_pretransfer} %{time_starttransfer} %{time_total}\\n'
+args=()
+for arg in "$@"; do
+  [[ $arg == '%{http_code}' ]] && arg+="%{stderr}$EPOCHREALTIME $phases"
+  args+=("$arg")
+done
+exec {curl} "${args[@]}" 2>>"$CURL_TIMES"
+"""
+PARTS = ("before curl", "connect", "first byte", "after curl")
+
+
+def curl_parts(times: Path, began: float, ended: float) -> dict[str, float]:
+    """Where a query's time went, from the wrapper's line (seconds since the epoch for
+    `began`/`ended`); empty when curl did not run or the line is not there."""
+    lines = times.read_text().split() if times.exists() else []
+    times.write_text("")
+    if len(lines) < 5:
+        return {}
+    start, connect, pretransfer, first_byte, total = (float(value) for value in lines[-5:])
+    return {
+        "before curl": start - began,
+        "connect": connect,
+        "first byte": first_byte - pretransfer,  # the request sent: the dashboard's answer and its waits
+        "after curl": ended - start - total,
+    }
+
+
+def wrapped_curl(folder: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """An environment whose curl is CURL_WRAPPER in `folder`, and the file it writes."""
+    curl = shutil.which("curl", path=env.get("PATH"))
+    if curl is None:
+        raise SystemExit("engine_bench: no curl on PATH: ./start.sh query would not ask the dashboard's port")
+    wrapper = folder / "curl"
+    wrapper.write_text(CURL_WRAPPER.replace("{curl}", shlex.quote(curl)))
+    wrapper.chmod(0o755)
+    times = folder / "curl-times"
+    return {**env, "PATH": f"{folder}:{env.get('PATH', '')}", "CURL_TIMES": str(times)}, times
+
+
 def queries(stack: Stack, rounds: int, seconds: float) -> None:
     """The user's query commands, timed as the shell sees them, spread over `seconds`."""
     times: dict[str, list[float]] = {name: [] for name in QUERIES}
     inside: dict[str, list[float]] = {name: [] for name in QUERIES}  # the dashboard's answer, as the tool saw it
+    parts: dict[str, dict[str, list[float]]] = {name: {part: [] for part in PARTS} for name in QUERIES}
+    folder = Path(tempfile.mkdtemp(prefix="engine-bench-curl-"))
+    env, curl_times = wrapped_curl(folder, stack.env)
     for n in range(rounds):
         began_round = time.monotonic()
         slow: list[str] = []
         for name, command in QUERIES.items():
-            began = time.monotonic()
-            result = stack.run(*command, timeout=300)
+            began, began_epoch = time.monotonic(), time.time()
+            result = stack.run(*command, timeout=300, env=env)
             times[name].append(time.monotonic() - began)
+            spent = curl_parts(curl_times, began_epoch, time.time())
+            for part, value in spent.items():
+                parts[name][part].append(value)
             if result.returncode != 0:
                 raise SystemExit(f"engine_bench: ./start.sh {' '.join(command)} failed:\n{result.stderr}")
             answered = ANSWERED.search(result.stderr)
             inside[name].append(float(answered.group(1)) if answered else math.nan)
             if times[name][-1] > SLOW:  # where it went: the tool's note has the refresh's parts
-                slow.append(f"  {name} {times[name][-1]:.2f} s: {(result.stderr.strip().splitlines() or [''])[-1]}")
+                where = ", ".join(f"{part} {value:.2f} s" for part, value in spent.items())
+                slow.append(
+                    f"  {name} {times[name][-1]:.2f} s: {(result.stderr.strip().splitlines() or [''])[-1]}"
+                    + (f" [{where}]" if where else "")
+                )
         asked = time.time()
         newest = stack.run(*NEWEST, timeout=300).stdout.strip().splitlines()[-1]
         age = asked - datetime.fromisoformat(newest).replace(tzinfo=UTC).timestamp()
@@ -174,6 +232,16 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
             f"{pipeline_bench.percentile(rest, 50):.2f} s, max {max(rest, default=math.nan):.2f} s",
             flush=True,
         )
+        if parts[name]["connect"]:
+            print(
+                f"  where it went ({len(parts[name]['connect'])} through curl): "
+                + ", ".join(
+                    f"{part} p50 {pipeline_bench.percentile(values, 50):.3f} s, max {max(values):.3f} s"
+                    for part, values in parts[name].items()
+                ),
+                flush=True,
+            )
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:

@@ -5,9 +5,12 @@ them that decide what a figure means."""
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -77,3 +80,49 @@ def test_the_benches_latency_rows_cover_windows_of_any_width(monkeypatch):
     assert rows[2][1] == float("inf")  # a lost line: the window's p99 is too late
     minute = pipeline_bench.minute_rows(sent, first_seen, [], [], start, 120)
     assert minute[0][2].startswith("  minute  1: sent 1, p50 0.50 s")
+
+
+class SlowAnswer(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(0.3)
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_engine_benchs_curl_wrapper_keeps_start_shs_status_and_times_each_part(monkeypatch, tmp_path):
+    # start.sh reads the status curl prints; the wrapper adds its phases on curl's stderr
+    assert "--write-out '%{http_code}'" in (ROOT / "start.sh").read_text()  # what the wrapper extends
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, os.environ.get(name, "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import engine_bench
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env, times = engine_bench.wrapped_curl(tmp_path, dict(os.environ))
+    script = (
+        "set -euo pipefail; sleep 0.2; "
+        f"status=$(printf 'q\\0' | curl --silent --data-binary @- --output {tmp_path / 'answer'} "
+        f"--write-out '%{{http_code}}' http://127.0.0.1:{server.server_address[1]}/api/query); "
+        'echo "$status"; sleep 0.1'
+    )
+    try:
+        began = time.time()
+        result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+        ended = time.time()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.stdout, result.stderr) == ("200\n", "")
+    assert (tmp_path / "answer").read_bytes() == b"ok\n"
+    parts = engine_bench.curl_parts(times, began, ended)
+    assert parts["before curl"] >= 0.2 and parts["first byte"] >= 0.3 and parts["after curl"] >= 0.1, parts
+    assert 0 <= parts["connect"] < parts["first byte"] and sum(parts.values()) <= ended - began, parts
+    assert engine_bench.curl_parts(times, began, ended) == {}  # each query's line is read once
