@@ -926,7 +926,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, *found)
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path != "/api/query" or self.app.queries is None:
+        if self.command != "POST" or urlsplit(self.path).path != "/api/query" or self.app.queries is None:
             self._json(405, {"error": "the dashboard's API only answers GET"})
             return
         arrived = time.monotonic()

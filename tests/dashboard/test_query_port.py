@@ -158,3 +158,11 @@ def test_a_dashboard_not_told_who_asks_answers_no_query(port):
     port.app.queries = None  # run by hand, without --query-asked-by
     status, _, text = post(port, [*RANGE, "SELECT 1"])
     assert status == 405 and "only answers GET" in text
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_only_a_post_is_a_query(port, method):
+    connection = http.client.HTTPConnection("127.0.0.1", port.port, timeout=10)
+    connection.request(method, "/api/query", body=b"SELECT 1\0", headers=ASKED_BY)
+    response = connection.getresponse()
+    assert response.status == 405 and "only answers GET" in response.read().decode()
