@@ -46,6 +46,14 @@ def request_ids(bucket: bucket_reader.Bucket, prefixes: list[str] | None = None,
     return Counter(json.loads(line).get("request_id") for line in data.splitlines() if line.strip())
 
 
+def gave_up(exc: BaseException) -> bool:
+    """A reader's documented answer when the hour's objects vanish under it at every one of
+    its listings (docs/dashboard.md): a one-line error, never a wrong count. Here the
+    compactor runs pass after pass, far faster than the stack's (one every 30 s), so on a
+    loaded machine a reader can lose that race 5 times running."""
+    return isinstance(exc, bucket_reader.Failure) and "kept vanishing" in str(exc)
+
+
 def seen(bucket: bucket_reader.Bucket) -> Counter:
     """Every line the query tool sees in hour 17 (re-sent copies are one row there)."""
     out = io.StringIO()
@@ -259,7 +267,13 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
         while not stop.is_set():
             with lock:
                 before = set(written)
-            got = request_ids(reader)
+            try:
+                got = request_ids(reader)
+            except bucket_reader.Failure as exc:
+                if not gave_up(exc):
+                    raise
+                counts["raw gave up"] += 1
+                continue
             with lock:
                 after = set(attempted)
             check(before, after, got, "fetch_prefixes")
@@ -272,7 +286,13 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
             with lock:
                 before = set(written)
             out = io.StringIO()
-            logs_query.query(reader, T17, T17 + timedelta(hours=1), sql, "json", out)
+            try:
+                logs_query.query(reader, T17, T17 + timedelta(hours=1), sql, "json", out)
+            except bucket_reader.Failure as exc:
+                if not gave_up(exc):
+                    raise
+                counts["sql gave up"] += 1
+                continue
             with lock:
                 after = set(attempted)
             rows = [json.loads(line) for line in out.getvalue().splitlines()]
@@ -291,7 +311,13 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
                 arrived = time.monotonic()
                 with lock:  # an answer holds the bucket as it was FRESH s before the question
                     before = {rid for at, rid in landed if at <= arrived - dashboard.FRESH}
-                header, out = service.answer(request, arrived)
+                try:
+                    header, out = service.answer(request, arrived)
+                except bucket_reader.Failure as exc:
+                    if not gave_up(exc):
+                        raise
+                    counts["dashboard gave up"] += 1
+                    continue
                 with lock:
                     after = set(attempted)
                 assert "read" in header, header
@@ -332,6 +358,9 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
     # (a slow machine may reach fewer in the time; these still race every step)
     assert counts["passes"] >= 10 and counts["folded"] >= 2 and counts["sql reads"] >= 3, counts
     assert counts["dashboard reads"] >= 3, counts
+    # giving up stays the exception (no more often than an answer), not the way through
+    for reader in ("raw", "sql", "dashboard"):
+        assert counts[f"{reader} gave up"] <= counts[f"{reader} reads"], counts
     # and at the end, every line once, in a few compacted objects
     compact_hours.roll_hour(bucket, HOUR, settle=NOW)
     assert set(request_ids(bucket)) == set(written)
