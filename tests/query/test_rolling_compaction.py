@@ -15,10 +15,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import boto3
 import bucket_reader
@@ -44,14 +44,6 @@ def request_ids(bucket: bucket_reader.Bucket, prefixes: list[str] | None = None,
     bucket_reader.fetch_prefixes(bucket, prefixes or [HOUR], bucket_reader.Sink(plain, gz), attempts=attempts)
     data = plain.getvalue() + (bucket_reader.plain(gz.getvalue()) if gz.getvalue() else b"")
     return Counter(json.loads(line).get("request_id") for line in data.splitlines() if line.strip())
-
-
-def gave_up(exc: BaseException) -> bool:
-    """A reader's documented answer when the hour's objects vanish under it at every one of
-    its listings (docs/dashboard.md): a one-line error, never a wrong count. Here the
-    compactor runs pass after pass, far faster than the stack's (one every 30 s), so on a
-    loaded machine a reader can lose that race 5 times running."""
-    return isinstance(exc, bucket_reader.Failure) and "kept vanishing" in str(exc)
 
 
 def seen(bucket: bucket_reader.Bucket) -> Counter:
@@ -255,6 +247,19 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
             counts["merged"] += rolled.merged
             counts["folded"] += rolled.folded
 
+    def unless_given_up(reader: str, read: Callable[..., Any], *args: Any) -> Any:
+        """`read(*args)`, or None when it gave up because the hour's objects vanished at every
+        listing: the documented one-line error, never a wrong count (docs/dashboard.md).
+        This compactor runs pass after pass, not every 30 s as the stack's does, so on a
+        loaded machine a reader can lose that race 5 times running."""
+        try:
+            return read(*args)
+        except bucket_reader.Failure as exc:
+            if "kept vanishing" not in str(exc):
+                raise
+            counts[f"{reader} gave up"] += 1
+            return None
+
     def check(before: set[str], after: set[str], got: Counter, what: str) -> None:
         missing = before - set(got)
         twice = [r for r, n in got.items() if n > 1 and (r not in resent or n > 2)]
@@ -267,12 +272,8 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
         while not stop.is_set():
             with lock:
                 before = set(written)
-            try:
-                got = request_ids(reader)
-            except bucket_reader.Failure as exc:
-                if not gave_up(exc):
-                    raise
-                counts["raw gave up"] += 1
+            got = unless_given_up("raw", request_ids, reader)
+            if got is None:
                 continue
             with lock:
                 after = set(attempted)
@@ -286,12 +287,8 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
             with lock:
                 before = set(written)
             out = io.StringIO()
-            try:
-                logs_query.query(reader, T17, T17 + timedelta(hours=1), sql, "json", out)
-            except bucket_reader.Failure as exc:
-                if not gave_up(exc):
-                    raise
-                counts["sql gave up"] += 1
+            fetched = unless_given_up("sql", logs_query.query, reader, T17, T17 + timedelta(hours=1), sql, "json", out)
+            if fetched is None:
                 continue
             with lock:
                 after = set(attempted)
@@ -311,13 +308,10 @@ def test_readers_racing_rolling_passes_see_every_earlier_line_once(aws, writer):
                 arrived = time.monotonic()
                 with lock:  # an answer holds the bucket as it was FRESH s before the question
                     before = {rid for at, rid in landed if at <= arrived - dashboard.FRESH}
-                try:
-                    header, out = service.answer(request, arrived)
-                except bucket_reader.Failure as exc:
-                    if not gave_up(exc):
-                        raise
-                    counts["dashboard gave up"] += 1
+                answered = unless_given_up("dashboard", service.answer, request, arrived)
+                if answered is None:
                     continue
+                header, out = answered
                 with lock:
                     after = set(attempted)
                 assert "read" in header, header
