@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -126,3 +127,25 @@ def test_the_engine_benchs_curl_wrapper_keeps_start_shs_status_and_times_each_pa
     assert parts["before curl"] >= 0.2 and parts["first byte"] >= 0.3 and parts["after curl"] >= 0.1, parts
     assert 0 <= parts["connect"] < parts["first byte"] and sum(parts.values()) <= ended - began, parts
     assert engine_bench.curl_parts(times, began, ended) == {}  # each query's line is read once
+
+
+def test_the_query_benchs_dedupe_cost_loads_the_hour_it_fetched(monkeypatch, aws, capsys):
+    # it called the query tool's fetch with an old signature and crashed after the
+    # hour's first figures, before the compacted hour's (its --help still answered)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import query_bench
+
+    s3 = boto3.client("s3", endpoint_url=aws, region_name="us-east-1")
+    s3.create_bucket(Bucket=query_bench.BUCKET)
+    prefix = f"{query_bench.HOUR:%Y/%m/%d/%H}/"
+    rng = random.Random(7)
+    first, second = (query_bench.line_to_json(query_bench.nginx_line(rng, query_bench.HOUR))[1] for _ in "ab")
+    first, second = first.encode() + b"\n", second.encode() + b"\n"
+    s3.put_object(Bucket=query_bench.BUCKET, Key=prefix + "nginx_access_log_1.json", Body=first + second)
+    # the next object holds a re-sent copy of "b", compressed as COMPRESSION=gzip writes it
+    s3.put_object(Bucket=query_bench.BUCKET, Key=prefix + "nginx_access_log_2.json.gz", Body=gzip.compress(second))
+    query_bench.dedupe_cost(aws, 1)
+    out = capsys.readouterr().out
+    assert "keeping every line (3 rows)" in out and "one row per request_id (2 rows)" in out, out
+    assert "compaction's dedupe of the same 3 lines" in out and "(2 kept)" in out, out
