@@ -78,8 +78,10 @@ def nginx_line(rng: random.Random, second: datetime) -> str:
     )
 
 
-def write_hour(s3, rate: int, per_second: int, compression: str, resend: float) -> tuple[int, int, Counter]:
-    """`per_second` objects per second of the hour, `rate` records a second spread over them,
+def write_hour(
+    s3, rate: int, per_second: int, compression: str, resend: float, hour: datetime = HOUR
+) -> tuple[int, int, Counter]:
+    """`per_second` objects per second of `hour`, `rate` records a second spread over them,
     keys as the handler names them; a `resend` share of each object's records again in the
     next object."""
     rng = random.Random(11)
@@ -88,7 +90,7 @@ def write_hour(s3, rate: int, per_second: int, compression: str, resend: float) 
     again: list[str] = []
     for second in range(3600):
         for part in range(per_second):
-            at = HOUR + timedelta(seconds=second + part / per_second)
+            at = hour + timedelta(seconds=second + part / per_second)
             first = second * rate + part * (rate // per_second) + 1
             key = object_key(f"{at:%Y/%m/%d/%H}", at, "shardId-000000000000", str(first), compression)
             s3_object = S3Object(key)
