@@ -297,8 +297,8 @@ def closed_hour(stack: Stack, runs: int = 3) -> None:
         return seconds, read, local
 
     ask("./start.sh query --from/--to GROUP BY, right after the merge")
-    # the watcher saves each object an event names: 14,400 puts and as many deletes queue
-    # before the merged parts (init/bucket_mirror.py); `sync` waits until every one is saved
+    # the watcher saves the object each event names, one GET each (init/bucket_mirror.py):
+    # the hour's 14,400 puts queue before the merged parts; `sync` waits until all is saved
     began = time.monotonic()
     synced = stack.compose(
         "exec", "-T", "localstack", "python3", MIRROR, "sync", "--timeout", "1800", check=False, timeout=1900
@@ -339,7 +339,9 @@ def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
                 closed_hour(stack)
             began = time.monotonic()
             stopped = stack.run("down", timeout=600)
-            print(f"./start.sh down: exit {stopped.returncode} after {time.monotonic() - began:.1f} s", flush=True)
+            took = time.monotonic() - began
+            said = "" if stopped.returncode == 0 else ": " + (stopped.stderr.strip().splitlines() or [""])[-1]
+            print(f"./start.sh down: exit {stopped.returncode} after {took:.1f} s{said}", flush=True)
             timed_start(stack, "warm start (images and saved logs kept)")
         finally:
             stack.close()
