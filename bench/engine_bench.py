@@ -250,7 +250,6 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
 
 
 MIRROR = "/opt/pipeline/init/bucket_mirror.py"  # in the LocalStack container (start.sh)
-CLOSED_SQL = "SELECT status, count(*) AS requests FROM logs GROUP BY 1 ORDER BY 1"
 # the tool's note: how many of the objects it read came from the saved logs (query/logs_query.py)
 READ_NOTE = re.compile(r"read (\d+) object\(s\)(?: \((\d+) already on this machine\))?")
 
@@ -287,7 +286,7 @@ def closed_hour(stack: Stack, runs: int = 3) -> None:
 
     def ask(label: str) -> tuple[float, int, int]:
         started = time.monotonic()
-        result = stack.run("query", *span, "--format", "json", CLOSED_SQL, timeout=300)
+        result = stack.run("query", *span, "--format", "json", query_bench.SQL, timeout=300)
         seconds = time.monotonic() - started
         got = {json.loads(row)["status"]: json.loads(row)["requests"] for row in result.stdout.splitlines()}
         note = READ_NOTE.search(result.stderr)
