@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,8 +151,14 @@ class Copy:
         """Write atomically: a reader (or a restore after a crash) sees old or new, never
         half. A stream is copied in chunks: a merged hour may be hundreds of MB."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".saving-", dir=path.parent)
+        for attempt in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                handle, temporary = tempfile.mkstemp(prefix=".saving-", dir=path.parent)
+                break
+            except FileNotFoundError:  # a concurrent forget() removed the folder, empty then
+                if attempt == 2:
+                    raise
         try:
             os.fchmod(handle, 0o644)  # readable by `./start.sh export`, which runs as the user
             with os.fdopen(handle, "wb") as file:
@@ -340,51 +346,94 @@ def manifest_objects(body: bytes) -> list[str]:
     return [key for key in named if isinstance(key, str)] if isinstance(named, list) else []
 
 
-def catch_up(s3: Any, copy: Copy) -> int:
+def catch_up(s3: Any, copy: Copy, workers: int = 16) -> int:
     """Save every object the bucket holds and the copy lacks (a start, a missed event).
 
     Never deletes: a file the bucket lacks is left alone (only a removal event removes).
     """
     present = bucket_objects(s3, copy.bucket) or {}
     missing = [k for k, size in present.items() if not k.startswith(CONTROL_PREFIX) and copy.size(k) != size]
-    for key in missing:
-        save_object(s3, copy, key)
+    with ThreadPoolExecutor(workers) as pool:
+        for step in save_order(("ObjectCreated:Put", key) for key in missing):
+            for _ in pool.map(lambda key: save_object(s3, copy, key), step):
+                pass
     return len(missing)
+
+
+def save_order(events: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """The keys a batch of (event name, key) names, each once, in the steps that keep the
+    copy whole at every moment: objects written, then compaction manifests, then objects
+    removed (a merge writes its parts, then its manifest, then deletes what it replaced).
+
+    Each step's keys may be saved in parallel: saving reads the bucket as it is now, so
+    one save per key, by its last event's kind, leaves the copy as the bucket is.
+    """
+    removed: dict[str, bool] = {}
+    for event, key in events:
+        removed.pop(key, None)  # the order of last events
+        removed[key] = event.startswith("ObjectRemoved")
+    written = [key for key, gone in removed.items() if not gone and not key.endswith("/" + MANIFEST_NAME)]
+    manifests = [key for key, gone in removed.items() if not gone and key.endswith("/" + MANIFEST_NAME)]
+    return [step for step in (written, manifests, [key for key, gone in removed.items() if gone]) if step]
 
 
 class Watcher:
     """The daemon: each queued event names a key; the copy is made to match the bucket."""
 
+    # Messages taken from the queue before saving what they name, and saves at once: one
+    # save at a time took 196 s for the 28,800 events of a merged hour (docs/persistence.md).
+    BATCH = 100
+    WORKERS = 16
+
     def __init__(self, s3: Any, sqs: Any, copy: Copy, queue_url: str) -> None:
         self.s3, self.sqs, self.copy, self.queue_url = s3, sqs, copy, queue_url
         self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(self.WORKERS)
 
     def barrier_seen(self, barrier: str) -> None:
         seen = self.copy.state / "barriers"
         seen.mkdir(parents=True, exist_ok=True)
         (seen / barrier).touch()
 
+    def save(self, key: str) -> None:
+        try:
+            save_object(self.s3, self.copy, key)
+        except OSError as exc:  # e.g. keys `a` and `a/b`: a file cannot be both
+            log(f"cannot save {key!r}: {exc}")
+
     def handle(self, messages: list[dict[str, Any]]) -> None:
-        for message in messages:
-            for event, key in notification_keys(message.get("Body", "")):
-                if key.startswith(BARRIER_PREFIX) and event.startswith("ObjectCreated"):
-                    self.barrier_seen(key.removeprefix(BARRIER_PREFIX))
-                elif not key.startswith(CONTROL_PREFIX):
-                    try:
-                        save_object(self.s3, self.copy, key)
-                    except OSError as exc:  # e.g. keys `a` and `a/b`: a file cannot be both
-                        log(f"cannot save {key!r}: {exc}")
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-        if entries:
+        events = [event for m in messages for event in notification_keys(m.get("Body", ""))]
+        for step in save_order((event, key) for event, key in events if not key.startswith(CONTROL_PREFIX)):
+            for _ in self.pool.map(self.save, step):
+                pass
+        # a barrier counts as seen once the events taken with it are saved (sync's promise)
+        for event, key in events:
+            if key.startswith(BARRIER_PREFIX) and event.startswith("ObjectCreated"):
+                self.barrier_seen(key.removeprefix(BARRIER_PREFIX))
+        for start in range(0, len(messages), 10):  # SQS deletes at most 10 in one call
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages[start : start + 10])
+            ]
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+
+    def receive(self) -> list[dict[str, Any]]:
+        """Up to BATCH messages: the first wait up to a second, the rest only what is there."""
+        messages: list[dict[str, Any]] = []
+        while len(messages) < self.BATCH:
+            wait = 0 if messages else 1
+            answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+            got = answer.get("Messages", [])
+            messages += got
+            if len(got) < 10:
+                break
+        return messages
 
     def run(self, give_up_after: float = 60.0) -> None:
         catch_up(self.s3, self.copy)
         failing_since: float | None = None
         while not self.stopping.is_set():
             try:
-                answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-                self.handle(answer.get("Messages", []))
+                self.handle(self.receive())
                 failing_since = None
             except Exception as exc:  # LocalStack stopping or restarting: retry, then give up
                 now = time.monotonic()

@@ -109,6 +109,26 @@ def test_notification_keys_are_decoded_as_s3_encodes_them():
 # --- restore -------------------------------------------------------------------------------
 
 
+def test_a_batch_is_saved_written_objects_first_then_manifests_then_removals():
+    hour = "2026/11/27/10/"
+    events = [
+        ("ObjectCreated:Put", hour + "part-1.json.gz"),
+        ("ObjectCreated:Put", hour + "_compaction.json"),
+        ("ObjectRemoved:Delete", hour + "raw-1.json"),
+        ("ObjectCreated:Put", hour + "raw-2.json"),
+        ("ObjectRemoved:Delete", hour + "raw-2.json"),  # the last event of a key decides
+        ("ObjectRemoved:Delete", hour + "raw-3.json"),
+        ("ObjectCreated:Put", hour + "raw-3.json"),
+        ("ObjectCreated:Copy", hour + "part-1.json.gz"),  # each key once
+    ]
+    assert bucket_mirror.save_order(events) == [
+        [hour + "raw-3.json", hour + "part-1.json.gz"],
+        [hour + "_compaction.json"],
+        [hour + "raw-1.json", hour + "raw-2.json"],
+    ]
+    assert bucket_mirror.save_order([]) == []
+
+
 def save_files(data_dir: Path, objects: dict[str, bytes]) -> None:
     copy = Copy(data_dir, BUCKET)
     for key, body in objects.items():

@@ -630,6 +630,106 @@ def test_the_watcher_saves_the_objects_a_manifest_names_before_the_manifest(aws,
     assert json.loads(copy.path(HOUR + "_compaction.json").read_bytes())["objects"] == [merged]
 
 
+class CopyAsBucket(bucket_reader.Bucket):
+    """The watcher's saved copy read as a bucket: what a restore would put back."""
+
+    def __init__(self, copy) -> None:
+        super().__init__(None, BUCKET)
+        self.copy = copy
+
+    def etags(self, prefix: str) -> dict[str, str]:
+        return {key: "" for key, _ in sorted(self.copy.files()) if key.startswith(prefix)}
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.copy.path(key).read_bytes()
+        except FileNotFoundError:
+            raise bucket_reader.Missing(key) from None
+
+
+class SlowS3:
+    """An S3 client whose reads of an object take 0.1 s more than those of a removed one,
+    counting how many run at once."""
+
+    def __init__(self, client) -> None:
+        self.client, self.running, self.most = client, 0, 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def get_object(self, **kwargs):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            answer = self.client.get_object(**kwargs)
+            time.sleep(0.1)
+            return answer
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_the_watcher_saves_a_merge_in_parallel_and_its_copy_is_whole_at_every_moment(aws, writer, tmp_path):
+    import bucket_mirror
+
+    # given an hour of rolled parts and raw objects, saved by a watcher
+    bucket = new_bucket(aws)
+    lines = Lines(writer)
+    lines.batch(2, junk=False)
+    sqs = boto3.client("sqs", endpoint_url=aws, region_name="us-east-1")
+    s3 = SlowS3(bucket.client)
+    copy = bucket_mirror.Copy(tmp_path / "saved", BUCKET)
+    watcher = bucket_mirror.Watcher(s3, sqs, copy, bucket_mirror.subscribe(bucket.client, sqs, BUCKET))
+    bucket_mirror.catch_up(bucket.client, copy)
+    for n in range(4):
+        lines.batch(2 + 10 * (n % 2), junk=False)
+        compact_hours.roll_hour(bucket, HOUR, settle=NOW)
+    for _ in range(30):
+        lines.batch(1, junk=False)
+
+    def drain() -> None:  # every queued event in one batch: the merge's whole order at stake
+        messages = []
+        while more := watcher.receive():
+            messages += more
+        watcher.handle(messages)
+
+    drain()
+    expected = Counter(f"{n:032x}" for n in range(lines.count))
+    assert request_ids(CopyAsBucket(copy)) == expected
+    # when the hour is merged (new parts, a manifest, 30 raw objects and the old parts
+    # deleted) and the watcher saves its events, a reader looking at the copy after each
+    # file it saves or removes
+    outcome = compact_hours.compact_hour(bucket, HOUR)
+    assert outcome.deleted > 30
+    looks, lock = [], threading.Lock()
+
+    def look(key: str) -> None:
+        with lock:
+            got = request_ids(CopyAsBucket(copy), attempts=2)
+            looks.append(key)
+            assert got == expected, key
+
+    class Looked(bucket_mirror.Copy):
+        def save(self, key, body):
+            super().save(key, body)
+            look(key)
+
+        def forget(self, key):
+            super().forget(key)
+            look(key)
+
+    watcher.copy = Looked(copy.root, BUCKET)
+    s3.most = 0
+    drain()
+    # then every look saw each line once, the copy is the bucket, and saves ran at once
+    assert len(looks) >= outcome.deleted + 2
+    saved = {key: path.read_bytes() for key, path in copy.files()}
+    assert saved == {key: bucket.get(key) for key in bucket.list("")}
+    assert s3.most > 1
+
+
 # --- parts, and a batch delivered again after its merge --------------------------------
 
 
