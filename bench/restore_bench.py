@@ -4,6 +4,7 @@
     python3 bench/restore_bench.py --scenario raw --hours 1   # a smaller slice
     python3 bench/restore_bench.py --scenario compacted --compaction none   # ~7 GB of merged hours
     python3 bench/restore_bench.py --keep --workdir /tmp/rb   # keep the saved files afterwards
+    python3 bench/restore_bench.py --scenario watch           # the watcher beside a bulk put, a merge
 
 The saved folder is written as the mirror keeps it (`<data-dir>/<bucket>/<key>`, the
 object's bytes), then `init/bucket_mirror.py restore` runs with LocalStack's own Python
@@ -23,6 +24,10 @@ req/s; each object holds the handler's records of realistic nginx lines):
 - raw: nobody compacts. `--hours` hours of objects are restored and the day extrapolated
   linearly from them; the restore's progress lines give the rate of each 10,000 objects,
   to see whether it slows down as the bucket fills.
+- watch: the other direction. With LocalStack running and `bucket_mirror.py watch` beside
+  it, one raw hour is put at once (`bucket_mirror.py restore` into the running bucket) and
+  then merged (query/compact_hours.py); `bucket_mirror.py sync` times how long the saved
+  copy lags behind each, and the copy is compared with the bucket at the end.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import bench_env
 ROOT = bench_env.prepare("init", "query", "bench", "tests")
 
 import boto3  # noqa: E402
+import bucket_reader  # noqa: E402
 import compact_hours  # noqa: E402
 import pipeline_target  # noqa: E402
 from bucket_reader import MANIFEST_NAME  # noqa: E402
@@ -365,9 +371,119 @@ def measure(scenario: str, args, interpreters: localstack_host.Interpreters, wor
     return lines
 
 
+def mirror_command(python: Path, mirror: Path, endpoint: str, copy_dir: Path, *args: str) -> list[str]:
+    return [
+        str(python),
+        str(mirror),
+        "--endpoint-url",
+        endpoint,
+        "--bucket",
+        BUCKET,
+        "--data-dir",
+        str(copy_dir),
+        *args,
+    ]
+
+
+def timed_sync(command: list[str], environment: dict[str, str]) -> float:
+    """Seconds until `bucket_mirror.py sync` says every object now in the bucket is saved."""
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"sync exited {result.returncode}: {(result.stderr or result.stdout).strip()}")
+    return time.perf_counter() - started
+
+
+def measure_watch(args, interpreters: localstack_host.Interpreters, workdir: Path) -> list[str]:
+    """The watcher beside a bulk change: an hour's objects put at once (a restore into a
+    running stack, a user's upload), then the hour merged by compact_hours.py (its parts,
+    its manifest, and a delete for each object it replaced): how long until the saved copy
+    holds each, timed with `bucket_mirror.py sync` (the stack's own waiter)."""
+    data_dir, copy_dir, state = workdir / "saved-watch", workdir / "copy-watch", workdir / "state-watch"
+    for folder in (data_dir, copy_dir, state):
+        shutil.rmtree(folder, ignore_errors=True)
+    state.mkdir(parents=True)
+    saved = write_day("raw", data_dir, args.rate, args.objects_per_hour, 1, args.compaction)
+    print(f"watch: wrote {saved.objects:,} files, {saved.bytes / 1e6:,.1f} MB under {data_dir}", flush=True)
+    python = interpreters.localstack
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "PIPELINE_STATE_DIR": str(state)}
+    lines: list[str] = []
+    try:
+        with localstack_host.running(interpreters, workdir / "localstack-watch", provision_hook=False) as ls:
+            s3 = bucket_reader.s3_client(ls.endpoint, localstack_host.REGION, 16)
+            s3.create_bucket(Bucket=BUCKET)
+            with (workdir / "watcher.log").open("w") as log:
+                watcher = subprocess.Popen(
+                    mirror_command(python, args.mirror, ls.endpoint, copy_dir, "watch"),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=environment,
+                    cwd=ROOT,
+                )
+            try:
+                (state / "mirror.pid").write_text(str(watcher.pid))
+                deadline = time.monotonic() + 60
+                while "watching s3://" not in (workdir / "watcher.log").read_text():
+                    if watcher.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"the watcher did not start: {(workdir / 'watcher.log').read_text()}")
+                    time.sleep(0.1)
+                sync = mirror_command(python, args.mirror, ls.endpoint, copy_dir, "sync", "--timeout", "1800")
+                pid = ls.process.pid if ls.process is not None else 0
+                put = run_restore(python, args.mirror, ls.endpoint, data_dir, pid)
+                if put.returncode != 0:
+                    raise SystemExit(f"the put (bucket_mirror.py restore) exited {put.returncode}")
+                caught_up = timed_sync(sync, environment)
+                total = put.seconds + caught_up
+                lines.append(
+                    f"an hour put at once: {saved.objects:,} objects ({saved.bytes / 1e6:,.1f} MB) in "
+                    f"{put.seconds:.1f} s; saved {caught_up:.1f} s after the last put "
+                    f"({saved.objects / total:,.0f} objects/s in all)"
+                )
+                started = time.perf_counter()
+                prefix = f"{DAY:%Y/%m/%d/%H}/"
+                outcome = compact_hours.compact_hour(bucket_reader.Bucket(s3, BUCKET), prefix, args.compaction or "")
+                merged = time.perf_counter() - started
+                caught_up = timed_sync(sync, environment)
+                events = outcome.deleted + len(bucket_reader.Bucket(s3, BUCKET).list(prefix))
+                lines.append(
+                    f"the hour merged: compact_hours {merged:.1f} s ({outcome.deleted:,} objects deleted, "
+                    f"~{events:,} events); saved {caught_up:.1f} s after the merge's last delete"
+                )
+                watcher_rss = rss_kib(watcher.pid)
+            finally:
+                watcher.terminate()
+                watcher.wait(timeout=30)
+            in_bucket = bucket_mirror_sizes(s3)
+        in_copy = {
+            path.relative_to(copy_dir / BUCKET).as_posix(): path.stat().st_size
+            for path in (copy_dir / BUCKET).rglob("*")
+            if path.is_file()
+        }
+        same = "the copy is the bucket" if in_copy == in_bucket else "FAILED: the copy differs from the bucket"
+        lines.append(
+            f"  check: {same} ({len(in_bucket):,} objects in the bucket, {len(in_copy):,} files); the watcher's RSS "
+            f"{watcher_rss / 1024:,.0f} MiB; load average {load_average()}"
+        )
+    finally:
+        if not args.keep:
+            for folder in (data_dir, copy_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+    return lines
+
+
+def bucket_mirror_sizes(s3) -> dict[str, int]:
+    """key -> size of every object in the bucket but the mirror's control objects."""
+    return {
+        item["Key"]: item["Size"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for item in page.get("Contents", [])
+        if not item["Key"].startswith("_pipeline/")
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["compacted", "raw", "both"], default="both")
+    parser.add_argument("--scenario", choices=["compacted", "raw", "both", "watch"], default="both")
     parser.add_argument("--hours", type=int, default=2, help="raw: hours restored, the day extrapolated (default 2)")
     parser.add_argument("--rate", type=int, default=200, help="requests a second (default 200)")
     parser.add_argument(
@@ -410,7 +526,9 @@ def main() -> int:
             workdir = args.workdir
             workdir.mkdir(parents=True, exist_ok=True)
         report = [HEADER]
-        for scenario in ("compacted", "raw") if args.scenario == "both" else (args.scenario,):
+        if args.scenario == "watch":
+            report = measure_watch(args, interpreters, workdir)
+        for scenario in {"both": ("compacted", "raw"), "watch": ()}.get(args.scenario, (args.scenario,)):
             report += measure(scenario, args, interpreters, workdir)
     print("\n".join(report), flush=True)
     return 0

@@ -472,6 +472,14 @@ def dashboard_request(args: argparse.Namespace, start: datetime, end: datetime) 
 
 def answered_note(header: dict[str, Any], seconds: float) -> str:
     """The note on stderr for an answer of the dashboard, with its header's timings."""
+    older = header.get("older")
+    if isinstance(older, dict):  # an older range it read as this tool reads one
+        here = f" ({older['local']} already on this machine)" if older.get("local") is not None else ""
+        return (
+            f"logs_query: answered by the dashboard in {seconds:.2f} s: it read {older.get('objects', 0)} "
+            f"object(s){here}, {older.get('bytes', 0) / 1e6:.1f} MB, from s3://{older.get('bucket')} in "
+            f"{older.get('seconds', 0):.2f} s"
+        )
     # the refresh's parts (docs/performance.md); an hour read again in full: an object
     # rewritten, or a compaction it could not adopt
     spent = [f"{part} {header[part]:.2f} s" for part in REFRESH_PARTS if header.get(part)]

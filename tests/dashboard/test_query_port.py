@@ -74,6 +74,15 @@ def test_the_port_answers_as_the_tool_does_alone(aws, capsys, port, args):
     assert post(port, ["--quiet", *RANGE, *args]) == (200, None, out)
 
 
+def test_the_port_reads_a_closed_hour_as_the_tool_does_and_keeps_nothing(aws, capsys, port):
+    args = ["--from", "2026-11-26T15:00Z", "--to", "2026-11-26T16:00Z", "SELECT status, count(*) FROM logs GROUP BY 1"]
+    status, note, text = post(port, args)
+    code, out, _ = alone(aws, capsys, args)
+    assert (status, text) == (200, out) and code == 0 and out.strip()
+    assert note.startswith("logs_query: answered by the dashboard in ") and " it read " in note, note
+    assert not port.app.store.hours
+
+
 @pytest.mark.parametrize("sql", ["SELEC 1", "SELECT nothing FROM logs", "SELECT * FROM read_text('/etc/hostname')"])
 def test_an_error_in_the_sql_is_the_tools_own_line(aws, capsys, port, sql):
     status, note, text = post(port, [*RANGE, sql])
@@ -91,7 +100,7 @@ def test_an_error_in_the_sql_is_the_tools_own_line(aws, capsys, port, sql):
         (["--no-such-option"], "arguments it leaves to the tool"),
         ([*RANGE, "   "], "arguments it leaves to the tool"),
         ([*RANGE, "CREATE TABLE t AS SELECT 1"], "SELECT over logs and errors only"),
-        (["--from", (NOW - timedelta(hours=30)).isoformat(), "--to", NOW.isoformat()], "an older range"),
+        (["--from", (NOW - timedelta(hours=30)).isoformat(), "--to", NOW.isoformat()], "older than the last hour"),
         (["--bucket", "other-bucket", *RANGE], "it reads another bucket"),
         (["--aws", *RANGE], "it reads another endpoint"),
     ],

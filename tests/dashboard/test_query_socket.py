@@ -15,6 +15,7 @@ from pathlib import Path
 import dashboard
 import logs_query
 import pytest
+from bucket_reader import LocalCopies
 from support.dashboard_data import NOW, write_traffic
 from support.query_data import Writer, timed_line
 
@@ -25,8 +26,8 @@ SINCE_50M = ["--from", (NOW - timedelta(minutes=50)).isoformat(), "--to", NOW.is
 class Socket:
     """A dashboard Store over the moto bucket, answering on a Unix socket in `folder`."""
 
-    def __init__(self, s3_client, bucket: str, endpoint: str, folder: Path, clock=lambda: NOW) -> None:
-        self.store = dashboard.Store(logs_query.Bucket(s3_client, bucket), workers=4, clock=clock)
+    def __init__(self, s3_client, bucket: str, endpoint: str, folder: Path, clock=lambda: NOW, local=None) -> None:
+        self.store = dashboard.Store(logs_query.Bucket(s3_client, bucket), workers=4, clock=clock, local=local)
         target = {"bucket": bucket, "endpoint": endpoint, "region": "us-east-1"}
         self.path = folder / "query" / "query.sock"
         self.server = dashboard.make_query_server(dashboard.QueryService(self.store, target), self.path)
@@ -269,7 +270,7 @@ def test_a_failing_read_ahead_says_so_once(socket_, monkeypatch, capsys):
         ([*SINCE_3H, "SELECT table_name FROM information_schema.tables ORDER BY 1"], "SELECT over logs"),
         (
             ["--from", (NOW - timedelta(hours=30)).isoformat(), "--to", NOW.isoformat(), "SELECT count(*) FROM logs"],
-            "an older range is read from the bucket",
+            "older than the last hour and longer than 2 hours is read from the bucket",
         ),
         ([*SINCE_3H[:2], "--to", (NOW + timedelta(minutes=6)).isoformat(), "SELECT 1"], "ends in the future"),
         (["--bucket", "other-bucket", *SINCE_3H, "SELECT 1"], "it reads another bucket"),
@@ -293,20 +294,70 @@ def test_a_range_older_than_the_last_hour_is_answered_once_the_dashboard_holds_i
     write_traffic(writer)
     count = ["--format", "csv", *SINCE_3H, "SELECT count(*) AS n FROM logs"]
     code, out, err = ask(aws, capsys, socket_.path, *count)
-    assert code == 0 and out.splitlines() == ["n", "302"] and "an older range is read from the bucket" in err
+    assert code == 0 and out.splitlines() == ["n", "302"] and "longer than 2 hours is read from the bucket" in err
     assert not socket_.store.hours  # and asking did not make it load those hours
     socket_.store.sync(NOW - timedelta(hours=6))  # the page's 6h window
     code, out, err = ask(aws, capsys, socket_.path, *count)
     assert code == 0 and out.splitlines() == ["n", "302"] and "answered by the dashboard" in err
 
 
+CLOSED_HOUR = ["--from", "2026-11-26T15:00Z", "--to", "2026-11-26T16:00Z"]  # NOW is 17:40:30
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],  # the summary
+        ["--format", "csv", "SELECT * FROM logs ORDER BY timestamp, request_uri, request_id"],
+        ["--format", "json", 'SELECT count(*) AS n, count("rawData") AS raw FROM errors'],
+    ],
+    ids=["summary", "all-rows", "errors"],
+)
+def test_a_closed_hour_is_read_by_the_dashboard_as_the_tool_reads_it_and_not_kept(aws, capsys, writer, socket_, args):
+    write_traffic(writer)
+    socket_.store.sync(NOW - timedelta(minutes=50))  # its window, loaded as the page keeps it
+    rows = socket_.store.con.execute("SELECT count(*) FROM logs_all").fetchall()
+    (code, out), alone, err = both(aws, capsys, socket_, *CLOSED_HOUR, *args)
+    # the same output as the tool alone, with the tool's note of what was read
+    assert (code, out) == alone and code == 0 and out.strip()
+    assert re.fullmatch(
+        r"logs_query: answered by the dashboard in [0-9.]+ s: it read \d+ object\(s\), [0-9.]+ MB, "
+        r"from s3://\S+ in [0-9.]+ s\n",
+        err,
+    ), err
+    # and the hour was read into a connection of its own: its tables, its window, its
+    # read-ahead are as they were
+    assert socket_.store.con.execute("SELECT count(*) FROM logs_all").fetchall() == rows
+    assert not [h for h in socket_.store.hours if h.startswith(("2026/11/26/15/", "errors/2026/11/26/15/"))]
+    assert socket_.server.RequestHandlerClass.service.asked == float("-inf")
+
+
+def test_a_closed_hour_is_read_from_the_saved_logs_there(aws, capsys, writer, s3_client, bucket, tmp_path):
+    import bucket_mirror
+
+    write_traffic(writer)
+    saved = tmp_path / "saved"
+    copy = bucket_mirror.Copy(saved, bucket)
+    hour = [key for key in logs_query.Bucket(s3_client, bucket).list("2026/11/26/15/")]
+    for key in hour:
+        copy.save(key, s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    served = Socket(s3_client, bucket, aws, tmp_path, local=LocalCopies(bucket, saved))
+    try:
+        (code, out), alone, err = both(aws, capsys, served, *CLOSED_HOUR, "SELECT count(*) AS n FROM logs")
+    finally:
+        served.close()
+    assert (code, out) == alone and code == 0
+    assert f"it read {len(hour)} object(s) ({len(hour)} already on this machine)" in err, err
+
+
 @pytest.mark.parametrize(
     "sql",
     ["SELEC 1", "SELECT nothing FROM logs", "SELECT * FROM read_text('/etc/hostname')", "-- a comment only"],
 )
-def test_sql_errors_there_are_the_tools_own_one_line(aws, capsys, bucket, socket_, sql):
-    code, out, err = ask(aws, capsys, socket_.path, *SINCE_50M, sql)
-    code_alone, out_alone, err_alone = ask(aws, capsys, "", *SINCE_50M, sql)
+@pytest.mark.parametrize("when", [SINCE_50M, CLOSED_HOUR], ids=["recent", "closed-hour"])
+def test_sql_errors_there_are_the_tools_own_one_line(aws, capsys, bucket, socket_, sql, when):
+    code, out, err = ask(aws, capsys, socket_.path, *when, sql)
+    code_alone, out_alone, err_alone = ask(aws, capsys, "", *when, sql)
     assert (code, out) == (code_alone, out_alone) == (1, "")
     assert err == err_alone and err.startswith("logs_query: error: SQL: ") and err.count("\n") == 1
 
