@@ -518,7 +518,8 @@ def main() -> int:
         f"restore with {interpreters.localstack}; load average {load_average()}",
         flush=True,
     )
-    print(f"a day at {args.rate} req/s, {args.objects_per_hour:,} handler objects an hour", flush=True)
+    span = "an hour" if args.scenario == "watch" else "a day"
+    print(f"{span} at {args.rate} req/s, {args.objects_per_hour:,} handler objects an hour", flush=True)
     with contextlib.ExitStack() as stack:
         if args.workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="restore-bench-")))

@@ -360,7 +360,7 @@ def catch_up(s3: Any, copy: Copy, workers: int = 16) -> int:
     return len(missing)
 
 
-def save_order(events: Iterable[tuple[str, str]]) -> list[list[str]]:
+def save_order(events: Iterable[tuple[str, str]]) -> tuple[list[str], list[str], list[str]]:
     """The keys a batch of (event name, key) names, each once, in the steps that keep the
     copy whole at every moment: objects written, then compaction manifests, then objects
     removed (a merge writes its parts, then its manifest, then deletes what it replaced).
@@ -374,7 +374,35 @@ def save_order(events: Iterable[tuple[str, str]]) -> list[list[str]]:
         removed[key] = event.startswith("ObjectRemoved")
     written = [key for key, gone in removed.items() if not gone and not key.endswith("/" + MANIFEST_NAME)]
     manifests = [key for key, gone in removed.items() if not gone and key.endswith("/" + MANIFEST_NAME)]
-    return [step for step in (written, manifests, [key for key, gone in removed.items() if gone]) if step]
+    return written, manifests, [key for key, gone in removed.items() if gone]
+
+
+def absent(s3: Any, bucket: str, keys: Iterable[str], pages: int = 2, page: int = 1000) -> set[str]:
+    """Those of `keys` the bucket lacks now, from one listing per folder of the range they
+    span (at most `pages` pages): a merge's or a rolling pass's deletes are keys next to
+    each other, and one listing costs LocalStack far less than a GET for each. A key
+    past what was listed is not in the answer: the caller reads it (save_object)."""
+    folders: dict[str, list[str]] = {}
+    for key in keys:
+        folders.setdefault(key.rpartition("/")[0], []).append(key)
+    found: set[str] = set()
+    for names in folders.values():
+        names.sort()
+        first, last = names[0], names[-1]
+        same = next((i for i, (a, b) in enumerate(zip(first, last)) if a != b), min(len(first), len(last)))
+        listed: set[str] = set()
+        reached = ""  # every key up to here was listed
+        pagination = {"PageSize": page, "MaxItems": page * pages}
+        listing = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=first[:same], StartAfter=first[:-1], PaginationConfig=pagination
+        )
+        for answer in listing:
+            listed.update(item["Key"] for item in answer.get("Contents", ()))
+            reached = last if not answer.get("IsTruncated") else max(listed, default="")
+            if reached >= last:
+                break
+        found.update(name for name in names if name <= reached and name not in listed)
+    return found
 
 
 class Watcher:
@@ -403,9 +431,20 @@ class Watcher:
 
     def handle(self, messages: list[dict[str, Any]]) -> None:
         events = [event for m in messages for event in notification_keys(m.get("Body", ""))]
-        for step in save_order((event, key) for event, key in events if not key.startswith(CONTROL_PREFIX)):
+        written, manifests, removed = save_order(
+            (event, key) for event, key in events if not key.startswith(CONTROL_PREFIX)
+        )
+        for step in (written, manifests):
             for _ in self.pool.map(self.save, step):
                 pass
+        gone = absent(self.s3, self.copy.bucket, removed) if removed else set()
+        for key in gone:
+            try:
+                self.copy.forget(key)
+            except OSError as exc:  # a folder where the key's file would be (keys `a`, `a/b`)
+                log(f"cannot remove {key!r}: {exc}")
+        for _ in self.pool.map(self.save, [key for key in removed if key not in gone]):
+            pass
         # a barrier counts as seen once the events taken with it are saved (sync's promise)
         for event, key in events:
             if key.startswith(BARRIER_PREFIX) and event.startswith("ObjectCreated"):

@@ -121,12 +121,34 @@ def test_a_batch_is_saved_written_objects_first_then_manifests_then_removals():
         ("ObjectCreated:Put", hour + "raw-3.json"),
         ("ObjectCreated:Copy", hour + "part-1.json.gz"),  # each key once
     ]
-    assert bucket_mirror.save_order(events) == [
+    assert bucket_mirror.save_order(events) == (
         [hour + "raw-3.json", hour + "part-1.json.gz"],
         [hour + "_compaction.json"],
         [hour + "raw-1.json", hour + "raw-2.json"],
-    ]
-    assert bucket_mirror.save_order([]) == []
+    )
+    assert bucket_mirror.save_order([]) == ([], [], [])
+
+
+def test_absent_keys_come_from_one_listing_of_the_range_they_span(aws, clients):
+    s3, _ = clients
+    s3.create_bucket(Bucket=BUCKET)
+    hour, other = "2026/11/27/10/", "2026/11/27/11/"
+    kept = [hour + f"o-{n:02}.json" for n in (3, 5, 9)] + [other + "o-01.json", "top.json"]
+    for key in kept:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}\n")
+    asked = [hour + f"o-{n:02}.json" for n in range(2, 8)] + [other + "o-01.json", other + "o-02.json", "gone.json"]
+    lists = []
+    s3.meta.events.register("before-call.s3.ListObjectsV2", lambda **kw: lists.append(kw["params"]))
+    # one listing per folder, and only keys it listed and did not find are absent
+    gone = bucket_mirror.absent(s3, BUCKET, asked)
+    assert gone == {hour + "o-02.json", hour + "o-04.json", hour + "o-06.json", hour + "o-07.json"} | {
+        other + "o-02.json",
+        "gone.json",
+    }
+    assert len(lists) == 3
+    # past what its pages list, a key is not called absent: the caller reads it
+    gone = bucket_mirror.absent(s3, BUCKET, asked[:6], pages=1, page=2)
+    assert gone == {hour + "o-02.json", hour + "o-04.json"}
 
 
 def save_files(data_dir: Path, objects: dict[str, bytes]) -> None:
