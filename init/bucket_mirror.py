@@ -409,7 +409,7 @@ class Watcher:
     """The daemon: each queued event names a key; the copy is made to match the bucket."""
 
     # Messages taken from the queue before saving what they name, and saves at once: one
-    # save at a time took 196 s for the 28,800 events of a merged hour (docs/persistence.md).
+    # event at a time lagged ~2 minutes behind a merged hour (docs/persistence.md).
     BATCH = 100
     WORKERS = 16
 
