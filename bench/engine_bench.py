@@ -293,6 +293,8 @@ def closed_hour(stack: Stack, runs: int = 3) -> None:
         read, local = (int(note.group(1)), int(note.group(2) or 0)) if note else (-1, 0)
         right = "right" if got == dict(expected) else f"WRONG: {got} (expected {dict(expected)})"
         print(f"  {label}: {seconds:.2f} s ({read} objects read, {local} from the saved logs; {right})", flush=True)
+        said = [line for line in result.stderr.splitlines() if line.startswith("logs_query:")]
+        print(f"    {said[-1] if said else '(no note)'}", flush=True)
         return seconds, read, local
 
     ask("./start.sh query --from/--to GROUP BY, right after the merge")
