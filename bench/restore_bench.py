@@ -225,9 +225,9 @@ def progress_counts(output: list[tuple[float, str]]) -> list[tuple[float, int]]:
     return points
 
 
-def run_restore(python: Path, mirror: Path, endpoint: str, data_dir: Path, pid: int) -> Restore:
-    """Run the mirror's restore as the hook does, timestamping each line it prints."""
-    command = [
+def mirror_command(python: Path, mirror: Path, endpoint: str, data_dir: Path, *args: str) -> list[str]:
+    """bucket_mirror.py run as the hooks run it, on the bench's bucket and folder."""
+    return [
         str(python),
         str(mirror),
         "--endpoint-url",
@@ -236,8 +236,13 @@ def run_restore(python: Path, mirror: Path, endpoint: str, data_dir: Path, pid: 
         BUCKET,
         "--data-dir",
         str(data_dir),
-        "restore",
+        *args,
     ]
+
+
+def run_restore(python: Path, mirror: Path, endpoint: str, data_dir: Path, pid: int) -> Restore:
+    """Run the mirror's restore as the hook does, timestamping each line it prints."""
+    command = mirror_command(python, mirror, endpoint, data_dir, "restore")
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     output: list[tuple[float, str]] = []
     peak = [rss_kib(pid)]
@@ -369,20 +374,6 @@ def measure(scenario: str, args, interpreters: localstack_host.Interpreters, wor
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
     return lines
-
-
-def mirror_command(python: Path, mirror: Path, endpoint: str, copy_dir: Path, *args: str) -> list[str]:
-    return [
-        str(python),
-        str(mirror),
-        "--endpoint-url",
-        endpoint,
-        "--bucket",
-        BUCKET,
-        "--data-dir",
-        str(copy_dir),
-        *args,
-    ]
 
 
 def timed_sync(command: list[str], environment: dict[str, str]) -> float:
