@@ -434,7 +434,11 @@ class Watcher:
         written, manifests, removed = save_order(
             (event, key) for event, key in events if not key.startswith(CONTROL_PREFIX)
         )
-        for step in (written, manifests):
+        # a key under another key of the batch (`a`, `a/b`: a file cannot be a folder too)
+        # is saved after it, as one at a time did: which one is kept does not depend on timing
+        keys = set(written)
+        under = [k for k in written if any(k[:i] in keys for i, c in enumerate(k) if c == "/")]
+        for step in ([k for k in written if k not in under], under, manifests):
             for _ in self.pool.map(self.save, step):
                 pass
         gone = absent(self.s3, self.copy.bucket, removed) if removed else set()
