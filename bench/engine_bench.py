@@ -298,9 +298,9 @@ def closed_hour(stack: Stack, runs: int = 3) -> None:
         return seconds, read, local
 
     ask("./start.sh query --from/--to GROUP BY, right after the merge")
-    # the watcher saves the object each event names, one GET each, 16 at once
-    # (init/bucket_mirror.py): the hour's 14,400 puts queue before the merged parts, its
-    # 14,400 deletes after them; `sync` waits until all is saved
+    # the watcher saves the objects events name, 16 GETs at once, and checks deletes with a
+    # listing (init/bucket_mirror.py): the hour's 14,400 puts queue before the merged parts,
+    # its 14,400 deletes after them; `sync` waits until all is saved
     began = time.monotonic()
     synced = stack.compose(
         "exec", "-T", "localstack", "python3", MIRROR, "sync", "--timeout", "1800", check=False, timeout=1900

@@ -470,16 +470,18 @@ def dashboard_request(args: argparse.Namespace, start: datetime, end: datetime) 
     }
 
 
+def read_note(objects: int, local: int | None, size: int, bucket: str | None) -> str:
+    """What a read of the bucket read, as the notes say it (`local`: None without local copies)."""
+    here = f" ({local} already on this machine)" if local is not None else ""
+    return f"read {objects} object(s){here}, {size / 1e6:.1f} MB, from s3://{bucket}"
+
+
 def answered_note(header: dict[str, Any], seconds: float) -> str:
     """The note on stderr for an answer of the dashboard, with its header's timings."""
     older = header.get("older")
     if isinstance(older, dict):  # an older range it read as this tool reads one
-        here = f" ({older['local']} already on this machine)" if older.get("local") is not None else ""
-        return (
-            f"logs_query: answered by the dashboard in {seconds:.2f} s: it read {older.get('objects', 0)} "
-            f"object(s){here}, {older.get('bytes', 0) / 1e6:.1f} MB, from s3://{older.get('bucket')} in "
-            f"{older.get('seconds', 0):.2f} s"
-        )
+        what = read_note(older.get("objects", 0), older.get("local"), older.get("bytes", 0), older.get("bucket"))
+        return f"logs_query: answered by the dashboard in {seconds:.2f} s: it {what} in {older.get('seconds', 0):.2f} s"
     # the refresh's parts (docs/performance.md); an hour read again in full: an object
     # rewritten, or a compaction it could not adopt
     spent = [f"{part} {header[part]:.2f} s" for part in REFRESH_PARTS if header.get(part)]
@@ -589,12 +591,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if local is not None:
             local.trim()
         if not args.quiet:
-            here = f" ({fetched.local} already on this machine)" if local is not None else ""
-            print(
-                f"logs_query: read {fetched.objects} object(s){here}, {fetched.bytes / 1e6:.1f} MB, "
-                f"from s3://{args.bucket} in {time.perf_counter() - began:.2f} s",
-                file=sys.stderr,
-            )
+            what = read_note(fetched.objects, fetched.local if local is not None else None, fetched.bytes, args.bucket)
+            print(f"logs_query: {what} in {time.perf_counter() - began:.2f} s", file=sys.stderr)
         return 0
     except KeyboardInterrupt:
         print("logs_query: interrupted", file=sys.stderr)
