@@ -57,6 +57,7 @@ import bench_env
 ROOT = bench_env.prepare("init", "query", "bench", "tests")
 
 import boto3  # noqa: E402
+import bucket_mirror  # noqa: E402
 import bucket_reader  # noqa: E402
 import compact_hours  # noqa: E402
 import pipeline_target  # noqa: E402
@@ -444,7 +445,8 @@ def measure_watch(args, interpreters: localstack_host.Interpreters, workdir: Pat
             finally:
                 watcher.terminate()
                 watcher.wait(timeout=30)
-            in_bucket = bucket_mirror_sizes(s3)
+            listed = bucket_mirror.bucket_objects(s3, BUCKET) or {}
+            in_bucket = {key: size for key, size in listed.items() if not key.startswith(bucket_mirror.CONTROL_PREFIX)}
         in_copy = {
             path.relative_to(copy_dir / BUCKET).as_posix(): path.stat().st_size
             for path in (copy_dir / BUCKET).rglob("*")
@@ -460,16 +462,6 @@ def measure_watch(args, interpreters: localstack_host.Interpreters, workdir: Pat
             for folder in (data_dir, copy_dir):
                 shutil.rmtree(folder, ignore_errors=True)
     return lines
-
-
-def bucket_mirror_sizes(s3) -> dict[str, int]:
-    """key -> size of every object in the bucket but the mirror's control objects."""
-    return {
-        item["Key"]: item["Size"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-        for item in page.get("Contents", [])
-        if not item["Key"].startswith("_pipeline/")
-    }
 
 
 def main() -> int:
