@@ -561,6 +561,7 @@ forget_everything() {
   echo "  - nginx's access log (volume ${project}_nginx-logs)"
   echo "  - fluentd's position in it and its buffer, lines not yet sent (volume ${project}_fluentd-state)"
   echo "  - LocalStack's downloads (volume ${project}_localstack-data; fetched again at the next start)"
+  echo "  - the query tools' copies of newly merged parts (volume ${project}_query-cache; the saved logs hold them too)"
   if [[ "$command" == *uninstall ]]; then
     echo "  - the images built for this project: $FLUENTD_IMAGE, $QUERY_IMAGE"
   fi

@@ -175,6 +175,10 @@ class LocalCopies:
         self.saved = saved / bucket if saved else None
         self.cache = cache
         self.kept = 0
+        # Beside the stack the saved logs get every object within seconds: a fetched object
+        # is cached only without them. The stack's cache holds the merged parts
+        # compact_hours.py wrote, read before the saved logs have them (query/README.md).
+        self.keeps_fetched = saved is None
 
     def find(self, key: str, etag: str) -> bytes | None:
         digest = md5_of(etag)
@@ -207,8 +211,9 @@ class LocalCopies:
         self.kept += len(body)
 
     def trim(self, limit: int = CACHE_LIMIT) -> None:
-        """Remove the least recently used cached objects past `limit` bytes."""
-        if self.cache is None or not self.cache.is_dir():
+        """Remove the least recently used cached objects past `limit` bytes, once this
+        reader or writer kept some (one that kept none may have the cache read-only)."""
+        if self.cache is None or not self.kept or not self.cache.is_dir():
             return
         entries = []
         for path in self.cache.iterdir():
@@ -244,7 +249,7 @@ def read_object(bucket: Bucket, key: str, etag: str | None, local: LocalCopies |
         if body is not None:
             return body, True
     body = bucket.get(key)
-    if local is not None and etag:
+    if local is not None and etag and local.keeps_fetched:
         local.keep(etag, body)
     return body, False
 

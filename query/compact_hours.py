@@ -43,6 +43,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import os
 import re
 import signal
 import sys
@@ -57,7 +58,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import bucket_reader  # beside this file: python3 puts the script's folder on sys.path
-from bucket_reader import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, Missing
+from bucket_reader import COMPACTED_MARK, ERROR_PREFIX, MANIFEST_NAME, Bucket, Failure, LocalCopies, Missing
 
 UTC = timezone.utc  # datetime.UTC is Python 3.11+; the tools run on 3.9+
 STEPS = ("merged object written", "manifest written", "sources deleted", "old merged objects deleted")
@@ -174,9 +175,18 @@ def split_parts(data: bytes, limit: int = PART_BYTES) -> list[bytes]:
     return parts
 
 
-def _put_parts(bucket: Bucket, parts: Sequence[tuple[str, bytes]], compression: str) -> None:
+def _put_parts(
+    bucket: Bucket, parts: Sequence[tuple[str, bytes]], compression: str, cache: LocalCopies | None = None
+) -> None:
+    """Put the parts; with a `cache`, keep each there too under its ETag."""
     for key, body in parts:
-        _put_merged(bucket, key, body, compression)
+        etag = _put_merged(bucket, key, body, compression)
+        if cache is not None and cache.cache is not None:
+            try:
+                cache.keep(etag, body)
+            except OSError as exc:  # costs a reader a fetch, never the merge
+                print(f"compact_hours: not keeping merged parts in {cache.cache}: {exc}", file=sys.stderr, flush=True)
+                cache.cache = None
 
 
 def _rewritten(listed: dict[str, tuple[datetime, int]], prefix: str, sources: Sequence[str]) -> list[str]:
@@ -194,9 +204,13 @@ def _rewritten(listed: dict[str, tuple[datetime, int]], prefix: str, sources: Se
 GZIP_LEVEL = 6
 
 
-def _put_merged(bucket: Bucket, key: str, body: bytes, compression: str) -> None:
+def _put_merged(bucket: Bucket, key: str, body: bytes, compression: str) -> str:
+    """Put one merged object; its ETag."""
     extra = {"ContentEncoding": "gzip"} if compression == "gzip" else {}
-    bucket.client.put_object(Bucket=bucket.name, Key=key, Body=body, ContentType="application/x-ndjson", **extra)
+    answer = bucket.client.put_object(
+        Bucket=bucket.name, Key=key, Body=body, ContentType="application/x-ndjson", **extra
+    )
+    return str(answer.get("ETag", ""))
 
 
 def _put_manifest(
@@ -225,8 +239,12 @@ def compact_hour(
     compression: str = "gzip",
     workers: int = 16,
     after_step: Callable[[str], None] | None = None,
+    cache: LocalCopies | None = None,
 ) -> Outcome:
-    """Merge one hour prefix (`.../HH/`) in the four steps above; `after_step` sees each."""
+    """Merge one hour prefix (`.../HH/`) in the four steps above; `after_step` sees each.
+    With a `cache`, the parts are kept there too: a reader beside the stack reads them from
+    disk while the saved logs still catch up with the merge (a minute or so for a busy
+    hour: docs/persistence.md)."""
     done = after_step or (lambda step: None)
     listed = list_modified(bucket, prefix)
     keys = list(listed)
@@ -239,7 +257,7 @@ def compact_hour(
     # a closed manifest names whole parts; a rolling one, objects of passes to merge
     if fresh or (len(merged_before) > 1 and not (manifest or {}).get("closed")):
         parts, ranges, dropped = _merged_objects(bucket, prefix, current, compression, workers)
-        _put_parts(bucket, parts, compression)
+        _put_parts(bucket, parts, compression, cache)
         done(STEPS[0])
         merged = [key for key, _ in parts]
         _put_manifest(bucket, prefix, merged, replaced, ranges, closed=True)
@@ -411,6 +429,7 @@ class Follower:
     workers: int = 4
     heartbeat: Path | None = None
     ready_url: str | None = None
+    cache: LocalCopies | None = None  # closed hours' parts kept here too (compact_hour)
     out: TextIO = sys.stdout
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -482,10 +501,12 @@ class Follower:
             if prefix in self.closed_done:
                 continue
             self.step()
-            outcome = compact_hour(self.bucket, prefix, self.compression, self.workers, self.step)
+            outcome = compact_hour(self.bucket, prefix, self.compression, self.workers, self.step, self.cache)
             self.closed_done.add(prefix)
             if outcome.merged or outcome.deleted:
                 self.say(str(outcome))
+                if self.cache is not None:
+                    self.cache.trim()
                 # one hour's merge a pass (an hour at 200 req/s takes minutes): the open hour
                 # rolls on between them, whatever a week of uncompacted hours holds
                 return
@@ -562,6 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--heartbeat", type=Path, help="with --follow: a file touched at each step (the healthcheck reads its age)"
     )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=os.environ.get("QUERY_CACHE_DIR") or None,
+        help="keep a closed hour's merged parts here too, by ETag, where the query tools look before "
+        "fetching (default: $QUERY_CACHE_DIR; none)",
+    )
     args = parser.parse_args(argv)
     if args.follow:
         return follow(parser, args)
@@ -577,10 +605,13 @@ def main(argv: list[str] | None = None) -> int:
         bucket = Bucket(bucket_reader.s3_client(endpoint, args.region, args.workers), args.bucket)
         began = time.perf_counter()
         compression = "" if args.compression == "none" else args.compression
+        cache = LocalCopies(args.bucket, cache=args.cache_dir) if args.cache_dir else None
         for prefix in prefixes:
-            outcome = compact_hour(bucket, prefix, compression, args.workers)
+            outcome = compact_hour(bucket, prefix, compression, args.workers, cache=cache)
             if outcome.merged or outcome.deleted:
                 print(outcome, flush=True)
+        if cache is not None:
+            cache.trim()
         print(f"compact_hours: {len(prefixes)} prefix(es) checked in {time.perf_counter() - began:.1f} s")
         return 0
     except KeyboardInterrupt:
@@ -613,6 +644,7 @@ def follow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         compression="" if args.compression == "none" else args.compression,
         workers=args.workers,
         heartbeat=args.heartbeat,
+        cache=LocalCopies(args.bucket, cache=args.cache_dir) if args.cache_dir else None,
         ready_url=endpoint.rstrip("/") + "/_localstack/init/ready" if endpoint else None,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -96,8 +96,8 @@ def test_dashboard_is_published_on_loopback_only_from_the_query_image():
     assert compose({"WEB_BIND": "0.0.0.0"})["services"]["dashboard"]["ports"][0].startswith("127.0.0.1:")
     assert port in " ".join(dashboard["healthcheck"]["test"])
     assert dashboard["depends_on"] == {"localstack": {"condition": "service_healthy"}}
-    # the saved logs are read, never written
-    assert dashboard["volumes"] == ["saved-logs:/var/lib/pipeline:ro"]
+    # the saved logs (and the compactions' parts) are read, never written
+    assert dashboard["volumes"] == ["saved-logs:/var/lib/pipeline:ro", "query-cache:/var/cache/query:ro"]
     assert dashboard["environment"]["PIPELINE_DATA_DIR"] == "/var/lib/pipeline"
     # the landing page links the port Compose publishes
     web = compose({"DASHBOARD_PORT": "9999"})["services"]["web"]["environment"]
@@ -137,7 +137,8 @@ def test_compactor_follows_the_bucket_from_the_query_image_without_a_port():
     # the healthcheck reads the age of the file the loop touches
     heartbeat = command[command.index("--heartbeat") + 1]
     assert heartbeat in " ".join(compactor["healthcheck"]["test"])
-    assert "ports" not in compactor and "volumes" not in compactor and "profiles" not in compactor
+    assert "ports" not in compactor and "profiles" not in compactor
+    assert compactor["volumes"] == ["query-cache:/var/cache/query"]  # no saved logs: the bucket is its truth
     assert compactor["depends_on"] == {"localstack": {"condition": "service_healthy"}}
     assert compactor["restart"] == "unless-stopped"
 
@@ -165,10 +166,28 @@ def test_fluentd_volumes_match_fluent_conf_defaults():
     assert web["environment"]["NGINX_ACCESS_LOG"] == defaults["ACCESS_LOG_PATH"]
     # position file and buffer on a named volume, which survives container re-creation
     assert mounts[defaults["FLUENTD_STATE_DIR"]] == "fluentd-state"
-    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state", "localstack-data", "saved-logs"}
+    assert set(compose()["volumes"]) == {"nginx-logs", "fluentd-state", "localstack-data", "saved-logs", "query-cache"}
     assert mounts["/fluentd/etc"] == "./fluentd/conf"
     dockerfile = (ROOT / "fluentd" / "Dockerfile").read_text()
     assert f"chown -R fluent:fluent {defaults['FLUENTD_STATE_DIR']}" in dockerfile
+
+
+def test_the_query_tools_share_one_cache_that_only_the_compacting_ones_write():
+    services = compose()["services"]
+    path = services["compactor"]["environment"]["QUERY_CACHE_DIR"]
+    # the compactor service and the query service (./start.sh compact) write closed hours'
+    # parts there; the query tool and the dashboard read them before the saved logs have them
+    for name, mode in (("compactor", "rw"), ("query", "rw"), ("dashboard", "ro")):
+        service = services[name]
+        assert service["environment"]["QUERY_CACHE_DIR"] == path, name
+        entry = next(e for e in service["volumes"] if e.split(":")[1] == path)
+        assert entry.split(":")[0] == "query-cache", name
+        assert [*entry.split(":"), "rw"][2] == mode, name
+    # a new named volume takes the owner of the image's folder: the user `query` writes it
+    dockerfile = (ROOT / "query" / "Dockerfile").read_text()
+    assert f"install -d -o query -g query {path}" in dockerfile
+    assert "USER query" in dockerfile
+    assert "--cache-dir" not in " ".join(services["compactor"]["command"])  # from QUERY_CACHE_DIR
 
 
 def test_localstack_mounts_the_docker_socket_and_the_provisioning_hook():

@@ -1158,6 +1158,9 @@ def test_down_volumes_says_what_it_deletes_before_deleting_and_drains_nothing(st
         "fluentd's position in it and its buffer",
     ):
         assert warning < out.index(deleted) < out.index(" Removed"), deleted
+    # every volume the compose file declares is named (the saved logs above)
+    for volume in set(compose()["volumes"]) - {"saved-logs"}:
+        assert warning < out.index(f"(volume centralized-logging-pipeline_{volume}") < out.index(" Removed"), volume
     assert out.index("./start.sh export DIR") < out.index(" Removed")
     # and nothing is drained or saved first: all of it is going away
     assert result.calls[-1] == ["compose", "down", "--remove-orphans", "--volumes"]

@@ -197,6 +197,18 @@ def test_command_compacts_closed_hours_only(aws, bucket, writer, capsys):
     assert "merged" not in capsys.readouterr().out
 
 
+def test_command_keeps_the_parts_where_query_cache_dir_says(aws, bucket, writer, capsys, monkeypatch, tmp_path):
+    closed = datetime.now(UTC) - timedelta(hours=2)
+    writer.batch([nginx_line(closed, "/a")], arrival=closed)
+    writer.batch([nginx_line(closed, "/b")], arrival=closed + timedelta(seconds=1))
+    monkeypatch.setenv("QUERY_CACHE_DIR", str(tmp_path / "cache"))  # as the stack's compose sets it
+    assert compact_hours.main(["--endpoint-url", aws, "--since", "3h"]) == 0, capsys.readouterr().err
+    listed = boto3.client("s3", endpoint_url=aws).list_objects_v2(Bucket=bucket)["Contents"]
+    parts = [item["ETag"] for item in listed if "_compacted_" in item["Key"]]
+    assert len(parts) == 1
+    assert [f.name for f in (tmp_path / "cache").iterdir()] == [bucket_reader.md5_of(parts[0])]
+
+
 def test_bad_flags_exit_2(capsys):
     with pytest.raises(SystemExit) as exited:
         compact_hours.main(["--settle", "later"])

@@ -199,3 +199,50 @@ def test_the_command_reads_the_saved_logs_and_says_so(aws, hour, saved, capsys):
     assert captured.out.startswith("18 requests, 6 unparsed line(s)")
     # every object (the manifest is not one: it is always fetched)
     assert "read 9 object(s) (9 already on this machine)" in captured.err
+
+
+def test_a_merge_beside_the_stack_is_read_from_its_kept_parts_before_the_saved_logs_have_them(
+    aws, hour, saved, writer, tmp_path
+):
+    root, _ = saved
+    s3 = boto3.client("s3", endpoint_url=aws)
+    expected = uris(CountingBucket(aws), None)
+    # given the closed hour merged again by a compaction that keeps its parts (the stack's
+    # compactor, ./start.sh compact), the saved logs not yet told of the merge
+    cache_dir = tmp_path / "cache"
+    outcome = compact_hours.compact_hour(
+        logs_query.Bucket(s3, BUCKET), HOUR, cache=bucket_reader.LocalCopies(BUCKET, cache=cache_dir)
+    )
+    assert outcome.merged and outcome.deleted
+    parts = {item["Key"]: item["ETag"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    parts = {key: etag for key, etag in parts.items() if "_compacted_" in key}
+    assert parts and not any((root / BUCKET / key).exists() for key in parts)
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(bucket_reader.md5_of(e) for e in parts.values())
+    # then a reader with both finds every line once, fetching only the manifest
+    local = bucket_reader.LocalCopies(BUCKET, saved=root, cache=cache_dir)
+    reader = CountingBucket(aws)
+    assert uris(reader, local) == expected == hour
+    assert [key.rsplit("/", 1)[-1] for key in reader.gets] == [bucket_reader.MANIFEST_NAME]
+    # and what it fetches beside the saved logs (a batch they will have in seconds) is not
+    # cached again
+    at = T17 + timedelta(minutes=59)
+    writer.batch([nginx_line(at, "/late")], arrival=at)
+    reader = CountingBucket(aws)
+    assert uris(reader, local) == expected + Counter(["/late"])
+    assert len(reader.gets) == 2 and len(list(cache_dir.iterdir())) == len(parts)
+    local.trim(limit=0)  # a reader that kept nothing removes nothing (its mount may be read-only)
+    assert len(list(cache_dir.iterdir())) == len(parts)
+
+
+def test_a_cache_that_cannot_be_written_costs_the_merge_nothing(aws, hour, tmp_path, capsys):
+    s3 = boto3.client("s3", endpoint_url=aws)
+    expected = uris(CountingBucket(aws), None)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # given a cache path that is a file
+    cache = bucket_reader.LocalCopies(BUCKET, cache=blocked)
+    outcome = compact_hours.compact_hour(logs_query.Bucket(s3, BUCKET), HOUR, cache=cache)
+    # then the merge is whole and the reason is said once
+    assert outcome.merged and uris(CountingBucket(aws), None) == expected
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 1 and said[0].startswith(f"compact_hours: not keeping merged parts in {blocked}:"), said
+    assert cache.cache is None

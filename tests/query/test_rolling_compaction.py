@@ -540,6 +540,37 @@ def test_follow_rolls_the_open_hours_and_merges_closed_hours_once(aws, writer):
     assert seen(bucket) == lines.expected
 
 
+class Kept(bucket_reader.LocalCopies):
+    """A cache that counts its trims."""
+
+    trims = 0
+
+    def trim(self, limit: int = bucket_reader.CACHE_LIMIT) -> None:
+        self.trims += 1
+        super().trim(limit)
+
+
+def test_follow_keeps_closed_hours_parts_for_the_readers_not_its_rolling_objects(aws, writer, tmp_path):
+    bucket = new_bucket(aws)
+    lines = Lines(writer)
+    lines.batch(30)  # hour 17
+    cache = Kept(BUCKET, cache=tmp_path / "cache")
+    follower = compact_hours.Follower(bucket, settle_open=NOW, cache=cache, out=io.StringIO())
+    # rolling passes over the open hour: their objects are the dashboard's to adopt, unread
+    follower.one_pass(T17 + timedelta(minutes=50))
+    lines.batch(1)
+    follower.one_pass(T17 + timedelta(minutes=51))
+    assert len(manifest(bucket)["objects"]) == 2 and not (tmp_path / "cache").exists()
+    # closed: its parts are kept by ETag, and the cache trimmed after
+    follower.one_pass(T17 + timedelta(hours=1, minutes=20))
+    parts = {item["Key"]: item["ETag"] for item in bucket.listed(HOUR) if "_compacted_" in item["Key"]}
+    assert list(parts) == manifest(bucket)["objects"]
+    assert sorted(f.name for f in (tmp_path / "cache").iterdir()) == sorted(
+        bucket_reader.md5_of(etag) for etag in parts.values()
+    )
+    assert cache.trims == 1
+
+
 def test_follow_flags_are_checked(capsys):
     with pytest.raises(SystemExit) as exited:
         compact_hours.main(["--follow", "--from", "2026-11-26T17:00Z"])

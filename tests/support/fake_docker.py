@@ -266,7 +266,7 @@ def respond(machine: Machine, args: list[str]) -> int:
             if machine.service(name) is not None:
                 print(f" Container {project}-{name}-1  Removed", file=sys.stderr)
         if "--volumes" in rest:
-            for volume in ("nginx-logs", "fluentd-state", "localstack-data", "saved-logs"):
+            for volume in ("nginx-logs", "fluentd-state", "localstack-data", "saved-logs", "query-cache"):
                 print(f" Volume {project}_{volume}  Removed", file=sys.stderr)
         machine.stop(["*"])
         return 0
