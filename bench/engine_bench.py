@@ -25,7 +25,8 @@ Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in i
   it at 200 req/s (query_bench's 14,400 objects, 1% re-sent) put into the stack's
   bucket and merged (`./start.sh compact`), then `./start.sh query --from/--to` a GROUP
   BY over it, as a user asks about a past day (goal <= 2 s), each answer checked against
-  the lines written, with how many objects came from the saved logs.
+  the lines written, with how many objects were on this machine (the saved logs, or the
+  query tools' cache where the merge kept its parts).
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
 
 
 MIRROR = "/opt/pipeline/init/bucket_mirror.py"  # in the LocalStack container (start.sh)
-# the tool's note: how many of the objects it read came from the saved logs (query/logs_query.py)
+# the tool's note: how many of the objects it read were on this machine (query/logs_query.py)
 READ_NOTE = re.compile(r"read (\d+) object\(s\)(?: \((\d+) already on this machine\))?")
 
 
@@ -292,12 +293,14 @@ def closed_hour(stack: Stack, runs: int = 3) -> None:
         note = READ_NOTE.search(result.stderr)
         read, local = (int(note.group(1)), int(note.group(2) or 0)) if note else (-1, 0)
         right = "right" if got == dict(expected) else f"WRONG: {got} (expected {dict(expected)})"
-        print(f"  {label}: {seconds:.2f} s ({read} objects read, {local} from the saved logs; {right})", flush=True)
+        print(f"  {label}: {seconds:.2f} s ({read} objects read, {local} on this machine; {right})", flush=True)
         said = [line for line in result.stderr.splitlines() if line.startswith("logs_query:")]
         print(f"    {said[-1] if said else '(no note)'}", flush=True)
         return seconds, read, local
 
-    ask("./start.sh query --from/--to GROUP BY, right after the merge")
+    # the merge kept its parts in the query tools' cache (query-cache volume): read from there
+    # while the saved logs catch up
+    first = ask("./start.sh query --from/--to GROUP BY, right after the merge")[0]
     # the watcher saves the objects events name, 16 GETs at once, and checks deletes with a
     # listing (init/bucket_mirror.py): the hour's 14,400 puts queue before the merged parts,
     # its 14,400 deletes after them; `sync` waits until all is saved
@@ -311,8 +314,12 @@ def closed_hour(stack: Stack, runs: int = 3) -> None:
         flush=True,
     )
     times = [ask("./start.sh query --from/--to GROUP BY, from the saved logs")[0] for _ in range(runs)]
-    met = "met" if max(times) <= 2 else "NOT met"
-    print(f"  closed hour: {', '.join(f'{t:.2f}' for t in times)} s (goal <= 2 s: {met})", flush=True)
+    met = "met" if max(first, *times) <= 2 else "NOT met"
+    print(
+        f"  closed hour: right after the merge {first:.2f} s, then {', '.join(f'{t:.2f}' for t in times)} s "
+        f"(goal <= 2 s each: {met})",
+        flush=True,
+    )
 
 
 def run(engine_env: dict[str, str], args: argparse.Namespace) -> None:
