@@ -208,10 +208,10 @@ def test_every_after_start_command_runs_as_written(started, tmp_path):
     # dashboard reads before the saved logs have the part (query/README.md)
     s3, past = stack.s3(), (datetime.now(UTC) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
     for n in range(2):
-        record = {"timestamp": f"{past + timedelta(minutes=n):%Y-%m-%dT%H:%M:%SZ}", "request_uri": f"/closed/{n}",
+        record = {"request_uri": f"/closed/{n}", "timestamp": f"{past + timedelta(minutes=n):%Y-%m-%dT%H:%M:%SZ}",
                   "status": 200, "request_id": uuid.uuid4().hex}  # fmt: skip
         key = f"{past:%Y/%m/%d/%H}/nginx_access_log_{n}.json"
-        s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(record).encode() + b"\n")
+        s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(record, separators=(",", ":")).encode() + b"\n")
     span = ["--from", f"{past:%Y-%m-%dT%H:%M}", "--to", f"{past + timedelta(hours=1):%Y-%m-%dT%H:%M}"]
     compacted = stack.run("compact", *span)
     assert compacted.returncode == 0, compacted.stdout + compacted.stderr
