@@ -591,8 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         "fetching (default: $QUERY_CACHE_DIR; none)",
     )
     args = parser.parse_args(argv)
+    cache = LocalCopies(args.bucket, cache=args.cache_dir) if args.cache_dir else None
     if args.follow:
-        return follow(parser, args)
+        return follow(parser, args, cache)
     try:
         now = datetime.now(UTC)
         since = args.since or ("24h" if not args.start else None)
@@ -605,7 +606,6 @@ def main(argv: list[str] | None = None) -> int:
         bucket = Bucket(bucket_reader.s3_client(endpoint, args.region, args.workers), args.bucket)
         began = time.perf_counter()
         compression = "" if args.compression == "none" else args.compression
-        cache = LocalCopies(args.bucket, cache=args.cache_dir) if args.cache_dir else None
         for prefix in prefixes:
             outcome = compact_hour(bucket, prefix, compression, args.workers, cache=cache)
             if outcome.merged or outcome.deleted:
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def follow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def follow(parser: argparse.ArgumentParser, args: argparse.Namespace, cache: LocalCopies | None) -> int:
     if args.start or args.end:
         parser.error("--follow takes --since, not --from/--to")
     try:
@@ -644,7 +644,7 @@ def follow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         compression="" if args.compression == "none" else args.compression,
         workers=args.workers,
         heartbeat=args.heartbeat,
-        cache=LocalCopies(args.bucket, cache=args.cache_dir) if args.cache_dir else None,
+        cache=cache,
         ready_url=endpoint.rstrip("/") + "/_localstack/init/ready" if endpoint else None,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
