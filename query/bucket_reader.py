@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -164,11 +164,13 @@ def md5_of(etag: str) -> str | None:
 class LocalCopies:
     """Where an object's bytes may already be on this machine, so that a query fetches
     only what is new: the saved-logs folder the stack keeps (init/bucket_mirror.py's copy,
-    `<dir>/<bucket>/<key>`) and a cache of fetched objects named by their MD5.
+    `<dir>/<bucket>/<key>`) and a cache of fetched objects named by their MD5, where a
+    merged part may also have a columnar copy (`<MD5><suffix>`, keep_columnar).
 
     The listing stays the truth: a key is looked up with the ETag the listing gave, and a
-    file serves it only when its bytes have that MD5. A deleted object is not listed, a
-    replaced one has another ETag: neither is ever served from here.
+    file serves it only when its bytes have that MD5 (a columnar copy: when its name has
+    it). A deleted object is not listed, a replaced one has another ETag: neither is ever
+    served from here.
     """
 
     def __init__(self, bucket: str, saved: Path | None = None, cache: Path | None = None) -> None:
@@ -180,10 +182,16 @@ class LocalCopies:
         # compact_hours.py wrote, read before the saved logs have them (query/README.md).
         self.keeps_fetched = saved is None
 
-    def find(self, key: str, etag: str) -> bytes | None:
+    def find(self, key: str, etag: str, columnar: str | None = None) -> bytes | None:
+        """The object's bytes from this machine, or None; with `columnar` (a suffix), its
+        columnar copy first, when the cache has one (keep_columnar)."""
         digest = md5_of(etag)
         if digest is None:
             return None
+        if columnar and self.cache is not None:
+            body = _whole_parquet(self.cache / (digest + columnar))
+            if body is not None:
+                return body
         for path in (self._saved_path(key), self.cache / digest if self.cache else None):
             if path is None:
                 continue
@@ -209,6 +217,22 @@ class LocalCopies:
             file.write(body)
         Path(temporary).replace(self.cache / digest)
         self.kept += len(body)
+
+    def keep_columnar(self, etag: str, suffix: str, write: Callable[[Path, Path], None]) -> bool:
+        """Beside a kept object, a columnar copy `write(object file, target)` makes, named by
+        the object's MD5 and `suffix` (atomically). Whether there is one now."""
+        digest = md5_of(etag)
+        if self.cache is None or digest is None or not (self.cache / digest).is_file():
+            return False
+        handle, temporary = tempfile.mkstemp(prefix=".caching-", suffix=".parquet", dir=self.cache)
+        os.close(handle)
+        try:
+            write(self.cache / digest, Path(temporary))
+            self.kept += Path(temporary).stat().st_size
+            Path(temporary).replace(self.cache / (digest + suffix))
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+        return True
 
     def trim(self, limit: int = CACHE_LIMIT) -> None:
         """Remove the least recently used cached objects past `limit` bytes, once this
@@ -237,15 +261,35 @@ class LocalCopies:
         return self.saved.joinpath(*segments)
 
 
+PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last four bytes
+
+
+def _whole_parquet(path: Path) -> bytes | None:
+    """A cached columnar copy's bytes, when they are a whole Parquet file. It cannot be
+    checked against the ETag: it is trusted as keep_columnar wrote it, from the object's
+    verified copy, under that copy's MD5."""
+    try:
+        body = path.read_bytes()
+    except OSError:
+        return None
+    if len(body) < 12 or not (body.startswith(PARQUET_MAGIC) and body.endswith(PARQUET_MAGIC)):
+        return None
+    _touch(path)
+    return body
+
+
 def _touch(path: Path) -> None:
     with contextlib.suppress(OSError):  # a concurrent trim removed it: still served
         os.utime(path)
 
 
-def read_object(bucket: Bucket, key: str, etag: str | None, local: LocalCopies | None) -> tuple[bytes, bool]:
-    """An object's bytes, from this machine when a verified copy is there; (bytes, local?)."""
+def read_object(
+    bucket: Bucket, key: str, etag: str | None, local: LocalCopies | None, columnar: str | None = None
+) -> tuple[bytes, bool]:
+    """An object's bytes, from this machine when a verified copy is there (or with
+    `columnar`, a columnar copy: Parquet bytes); (bytes, local?)."""
     if local is not None and etag:
-        body = local.find(key, etag)
+        body = local.find(key, etag, columnar)
         if body is not None:
             return body, True
     body = bucket.get(key)
@@ -290,13 +334,21 @@ class Sink:
 
 class Sinks:
     """Objects spread over several sinks in turn (one file per core: DuckDB inflates a
-    gzip file on one thread)."""
+    gzip file on one thread); with a `folder`, Parquet bytes each to a file of their own
+    there (`files`)."""
 
-    def __init__(self, sinks: Sequence[Sink]) -> None:
+    def __init__(self, sinks: Sequence[Sink], folder: Path | None = None) -> None:
         self.sinks = list(sinks)
         self.written = 0
+        self.folder = folder
+        self.files: list[Path] = []
 
     def write(self, body: bytes) -> int:
+        if self.folder is not None and body[:4] == PARQUET_MAGIC:
+            path = self.folder / f"columnar-{len(self.files)}.parquet"
+            path.write_bytes(body)
+            self.files.append(path)
+            return len(body)
         sink = self.sinks[self.written % len(self.sinks)]
         self.written += 1
         return sink.write(body)
@@ -411,14 +463,16 @@ def fetch_prefixes(
     attempts: int = 5,
     local: LocalCopies | None = None,
     window: tuple[datetime, datetime] | None = None,
+    columnar: str | None = None,
 ) -> Fetched:
     """Write the JSON Lines of every object under `prefixes` (each `.../HH/`) to `sink`.
 
     Lists the hours in parallel, then gets their objects in parallel. An hour is written
     only once all of its objects were read; if one vanished meanwhile (a compaction
     deleted it after writing its replacement), that hour is listed and read again.
-    Objects with a verified copy in `local` are read from there; with a `window`, compacted
-    objects whose lines all lie outside it are not read.
+    Objects with a verified copy in `local` are read from there (with `columnar`, a
+    cached columnar copy first: give a `sink` that takes Parquet bytes); with a `window`,
+    compacted objects whose lines all lie outside it are not read.
     """
     started = time.perf_counter()
     fetched = Fetched(prefixes=len(prefixes))
@@ -429,7 +483,7 @@ def fetch_prefixes(
             manifests = list(pool.map(lambda p, k: read_manifest(bucket, p, k), pending, listings))
             plans = {p: (objects_to_read(k, m, window), k) for p, k, m in zip(pending, listings, manifests)}
             futures = {
-                p: [pool.submit(read_object, bucket, key, etags.get(key), local) for key in keys]
+                p: [pool.submit(read_object, bucket, key, etags.get(key), local, columnar) for key in keys]
                 for p, (keys, etags) in plans.items()
             }
             again = []

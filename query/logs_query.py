@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -39,6 +40,7 @@ from typing import Any, TextIO
 
 from bucket_reader import (  # beside this file: python3 puts the script's folder on sys.path
     ERROR_PREFIX,
+    GZIP_MAGIC,
     Bucket,
     Failure,
     Fetched,
@@ -115,6 +117,36 @@ def _struct_sql(columns: dict[str, str], overrides: dict[str, str]) -> str:
     return "{" + items + "}"
 
 
+def _read_records() -> str:
+    """The records as load_tables types them, from JSON Lines files (parameters: the
+    files, their compression: 'auto' by their names, or 'gzip' / 'none')."""
+    return f"""read_json(?, format = 'newline_delimited', compression = ?,
+        columns = {_struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')"""
+
+
+def columnar_suffix() -> str:
+    """A closed hour's merged parts are also kept as Parquet (compact_hours.py, in the
+    query tools' cache), `<MD5><suffix>`: DuckDB loads those in about a third of the time
+    (docs/performance.md). The suffix names the columns: after a change to them no older
+    copy is read."""
+    return "." + hashlib.sha256(_read_records().encode()).hexdigest()[:12] + ".parquet"
+
+
+def write_columnar(source: Path, target: Path) -> None:
+    """An object's JSON Lines file (gzip or not) as Parquet at `target`: its records
+    typed and named as load_tables loads them."""
+    with source.open("rb") as file:
+        compression = "gzip" if file.read(2) == GZIP_MAGIC else "none"
+    con = connect()
+    try:
+        con.execute(
+            f"COPY (SELECT * FROM {_read_records()}) TO ? (FORMAT parquet)",  # noqa: S608 - constants only
+            [str(source), compression, str(target)],
+        )
+    finally:
+        con.close()
+
+
 def load_tables(
     con: Any, logs_files: list[str], errors_files: list[str], start: datetime, end: datetime, dedupe: bool = True
 ) -> None:
@@ -127,16 +159,24 @@ def load_tables(
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"CREATE TABLE logs ({_columns_sql(LOG_COLUMNS)})")
     con.execute(f"CREATE TABLE errors ({_columns_sql(ERROR_COLUMNS)})")
-    if logs_files:
+    # the SQL is built from this file's constants only; values are parameters
+    lines = [f for f in logs_files if not f.endswith(".parquet")]
+    if lines:
         con.execute(
-            # the SQL is built from this file's constants only; values are parameters
-            f"""INSERT INTO logs SELECT * FROM read_json(?, format = 'newline_delimited',
-                columns = {_struct_sql(LOG_COLUMNS, {})}, timestampformat = '%Y-%m-%dT%H:%M:%SZ')
+            f"""INSERT INTO logs SELECT * FROM {_read_records()}
                 WHERE "timestamp" >= ? AND "timestamp" < ?""",  # noqa: S608
-            [logs_files, begin, finish],
+            [lines, "auto", begin, finish],
         )
-        if dedupe:
-            con.execute(_DROP_RESENT)
+    columnar = [f for f in logs_files if f.endswith(".parquet")]
+    if columnar:  # cached Parquet copies of merged parts (columnar_suffix), read by name
+        names = ", ".join(f'"{name}"' for name in LOG_COLUMNS)
+        con.execute(
+            f"""INSERT INTO logs SELECT {names} FROM read_parquet(?)
+                WHERE "timestamp" >= ? AND "timestamp" < ?""",  # noqa: S608
+            [columnar, begin, finish],
+        )
+    if logs_files and dedupe:
+        con.execute(_DROP_RESENT)
     if errors_files:
         names = ", ".join(f'"{n}"' for n in ERROR_COLUMNS if n != "approximateArrivalTimestamp")
         con.execute(
@@ -502,15 +542,21 @@ def _fetch_to_files(
     workers: int,
     local: LocalCopies | None,
     window: tuple[datetime, datetime] | None = None,
+    columnar: str | None = None,
 ) -> tuple[list[str], Fetched]:
-    """Fetch into `stem`-N.jsonl and `stem`-N.jsonl.gz: the non-empty files, and the counts.
+    """Fetch into `stem`-N.jsonl and `stem`-N.jsonl.gz (and with `columnar`, cached
+    columnar copies into their own .parquet files): the non-empty files, and the counts.
     Objects go to FILES files in turn: DuckDB reads one gzip file on one thread."""
     names = [stem.with_name(f"{stem.name}-{n}") for n in range(FILES)]
     paths = [(n.with_suffix(".jsonl"), n.with_suffix(".jsonl.gz")) for n in names]
     with contextlib.ExitStack() as files:
         sinks = [Sink(files.enter_context(p.open("wb")), files.enter_context(g.open("wb"))) for p, g in paths]
-        fetched = fetch_prefixes(bucket, prefixes, Sinks(sinks), workers, local=local, window=window)
-    return [str(f) for pair in paths for f in pair if f.stat().st_size], fetched
+        sink = Sinks(sinks, stem.parent / f"{stem.name}-columnar" if columnar else None)
+        if sink.folder is not None:
+            sink.folder.mkdir()
+        fetched = fetch_prefixes(bucket, prefixes, sink, workers, local=local, window=window, columnar=columnar)
+    lines = [str(f) for pair in paths for f in pair if f.stat().st_size]
+    return lines + [str(f) for f in sink.files], fetched
 
 
 FILES = max(2, min(4, os.cpu_count() or 2))
@@ -536,7 +582,9 @@ def query(
             connected = both.submit(connect)
             window = (start, end)  # compacted objects wholly outside it are not read
             record_hours = [h + "/" for h in hours]
-            records = both.submit(_fetch_to_files, bucket, record_hours, Path(tmp) / "logs", workers, local, window)
+            records = both.submit(
+                _fetch_to_files, bucket, record_hours, Path(tmp) / "logs", workers, local, window, columnar_suffix()
+            )
             error_hours = [ERROR_PREFIX + h + "/" for h in hours]
             errors_files, errors = _fetch_to_files(bucket, error_hours, Path(tmp) / "errors", workers, local, window)
             logs_files, fetched = records.result()

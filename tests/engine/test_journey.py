@@ -220,7 +220,10 @@ def test_every_after_start_command_runs_as_written(started, tmp_path):
     assert not [item for item in listed if "nginx_access_log_" in item["Key"] and "_compacted_" not in item["Key"]]
     parts = [item["ETag"].strip('"') for item in listed if "_compacted_" in item["Key"]]
     cache = compose()["services"]["dashboard"]["environment"]["QUERY_CACHE_DIR"]
-    assert stack.docker("exec", stack.container("dashboard"), "ls", cache).stdout.split() == parts
+    kept = stack.docker("exec", stack.container("dashboard"), "ls", cache).stdout.split()
+    # each part and its records as Parquet, `<MD5>.<the columns' hash>.parquet` (logs_query.columnar_suffix)
+    assert [name for name in kept if not name.endswith(".parquet")] == parts, kept
+    assert [re.sub(r"\.[0-9a-f]{12}\.parquet$", "", name) for name in kept if name.endswith(".parquet")] == parts, kept
     closed = stack.run("query", *span, "--format", "json", "SELECT count(*) AS n FROM logs")
     assert closed.returncode == 0 and json.loads(closed.stdout.splitlines()[0])["n"] == 2, closed.stderr
     assert "read 1 object(s) (1 already on this machine)" in closed.stderr, closed.stderr

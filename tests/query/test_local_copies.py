@@ -217,7 +217,9 @@ def test_a_merge_beside_the_stack_is_read_from_its_kept_parts_before_the_saved_l
     parts = {item["Key"]: item["ETag"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     parts = {key: etag for key, etag in parts.items() if "_compacted_" in key}
     assert parts and not any((root / BUCKET / key).exists() for key in parts)
-    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(bucket_reader.md5_of(e) for e in parts.values())
+    # each part, and its records as Parquet
+    kept = sorted(name for e in parts.values() for name in columnar_and_part(e))
+    assert sorted(p.name for p in cache_dir.iterdir()) == kept
     # then a reader with both finds every line once, fetching only the manifest
     local = bucket_reader.LocalCopies(BUCKET, saved=root, cache=cache_dir)
     reader = CountingBucket(aws)
@@ -229,9 +231,96 @@ def test_a_merge_beside_the_stack_is_read_from_its_kept_parts_before_the_saved_l
     writer.batch([nginx_line(at, "/late")], arrival=at)
     reader = CountingBucket(aws)
     assert uris(reader, local) == expected + Counter(["/late"])
-    assert len(reader.gets) == 2 and len(list(cache_dir.iterdir())) == len(parts)
+    assert len(reader.gets) == 2 and sorted(p.name for p in cache_dir.iterdir()) == kept
     local.trim(limit=0)  # a reader that kept nothing removes nothing (its mount may be read-only)
-    assert len(list(cache_dir.iterdir())) == len(parts)
+    assert sorted(p.name for p in cache_dir.iterdir()) == kept
+
+
+def columnar_and_part(etag: str) -> list[str]:
+    digest = bucket_reader.md5_of(etag)
+    return [digest, digest + logs_query.columnar_suffix()]
+
+
+EVERY_COLUMN = "SELECT * FROM logs"
+
+
+def merge_keeping_parts(aws, cache_dir, prefixes=(HOUR, bucket_reader.ERROR_PREFIX + HOUR)) -> dict[str, str]:
+    """The hour merged (records and errors) by a compaction that keeps its parts in
+    `cache_dir`: the merged parts' keys and ETags."""
+    s3 = boto3.client("s3", endpoint_url=aws)
+    cache = bucket_reader.LocalCopies(BUCKET, cache=cache_dir)
+    for prefix in prefixes:
+        compact_hours.compact_hour(logs_query.Bucket(s3, BUCKET), prefix, cache=cache)
+    listed = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    return {item["Key"]: item["ETag"] for item in listed if "_compacted_" in item["Key"]}
+
+
+def test_a_merged_part_read_as_parquet_gives_every_column_its_json_gives(aws, hour, tmp_path):
+    from_s3 = lines(CountingBucket(aws), None, EVERY_COLUMN)
+    summary_from_s3 = io.StringIO()
+    logs_query.query(CountingBucket(aws), T17, T17 + timedelta(hours=1), None, "table", summary_from_s3)
+    cache_dir = tmp_path / "cache"
+    parts = merge_keeping_parts(aws, cache_dir)
+    records = [e for k, e in parts.items() if not k.startswith(bucket_reader.ERROR_PREFIX)]
+    errors = [e for k, e in parts.items() if k.startswith(bucket_reader.ERROR_PREFIX)]
+    assert records and errors
+    # the records' parts have a Parquet copy, the errors' parts none (the tool loads them as lines)
+    copies = {p.name for p in cache_dir.iterdir() if p.name.endswith(logs_query.columnar_suffix())}
+    assert copies == {bucket_reader.md5_of(e) + logs_query.columnar_suffix() for e in records}
+    # given only the copies of the records' parts (their JSON Lines removed)
+    for etag in records:
+        (cache_dir / bucket_reader.md5_of(etag)).unlink()
+    local = bucket_reader.LocalCopies(BUCKET, cache=cache_dir)
+    reader = CountingBucket(aws)
+    # then every row has every column as S3's JSON Lines give it, and the summary is the same
+    assert lines(reader, local, EVERY_COLUMN) == from_s3
+    assert sum(from_s3.values()) == 18
+    assert sorted(reader.gets) == sorted(p + bucket_reader.MANIFEST_NAME for p in (HOUR, "errors/" + HOUR))
+    summary = io.StringIO()
+    logs_query.query(CountingBucket(aws), T17, T17 + timedelta(hours=1), None, "table", summary, local=local)
+    assert summary.getvalue() == summary_from_s3.getvalue()
+    # and a range inside the hour keeps only its rows, as from S3
+    inside = (T17 + timedelta(minutes=9), T17 + timedelta(minutes=27))
+    answers = []
+    for use in (local, None):
+        out = io.StringIO()
+        logs_query.query(CountingBucket(aws), *inside, "SELECT request_uri FROM logs ORDER BY 1", "csv", out, local=use)
+        answers.append(out.getvalue())
+    assert answers[0] == answers[1] and answers[0].count("/b") == 6
+
+
+def test_a_parquet_copy_cut_short_is_never_served(aws, hour, tmp_path):
+    cache_dir = tmp_path / "cache"
+    parts = merge_keeping_parts(aws, cache_dir, prefixes=(HOUR,))
+    expected = lines(CountingBucket(aws), None, EVERY_COLUMN)
+    # given each Parquet copy cut short (a disk filled while it was copied elsewhere) and no
+    # JSON Lines copy
+    for etag in parts.values():
+        copy = cache_dir / (bucket_reader.md5_of(etag) + logs_query.columnar_suffix())
+        copy.write_bytes(copy.read_bytes()[: copy.stat().st_size // 2])
+        (cache_dir / bucket_reader.md5_of(etag)).unlink()
+    reader = CountingBucket(aws)
+    # then the parts are fetched and the rows are the same
+    assert lines(reader, bucket_reader.LocalCopies(BUCKET, cache=cache_dir), EVERY_COLUMN) == expected
+    records = [key for key in reader.gets if key.startswith(HOUR)]  # the errors' are not merged here
+    assert sorted(records) == sorted([*parts, HOUR + bucket_reader.MANIFEST_NAME])
+
+
+def test_a_merge_that_cannot_make_parquet_keeps_its_parts_and_says_so_once(aws, hour, tmp_path, capsys, monkeypatch):
+    def no_duckdb(source, target):
+        raise ModuleNotFoundError("No module named 'duckdb'")
+
+    monkeypatch.setattr(logs_query, "write_columnar", no_duckdb)
+    expected = uris(CountingBucket(aws), None)
+    cache_dir = tmp_path / "cache"
+    parts = merge_keeping_parts(aws, cache_dir, prefixes=(HOUR,))
+    # then the merge is whole, its parts kept as they are, and the reason said once
+    said = capsys.readouterr().err.splitlines()
+    assert said == [f"compact_hours: not keeping Parquet copies in {cache_dir}: No module named 'duckdb'"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted(bucket_reader.md5_of(e) for e in parts.values())
+    reader = CountingBucket(aws)
+    assert uris(reader, bucket_reader.LocalCopies(BUCKET, cache=cache_dir)) == expected
+    assert [key for key in reader.gets if key.startswith(HOUR)] == [HOUR + bucket_reader.MANIFEST_NAME]
 
 
 def test_a_cache_that_cannot_be_written_costs_the_merge_nothing(aws, hour, tmp_path, capsys):

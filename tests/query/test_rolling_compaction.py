@@ -565,8 +565,10 @@ def test_follow_keeps_closed_hours_parts_for_the_readers_not_its_rolling_objects
     follower.one_pass(T17 + timedelta(hours=1, minutes=20))
     parts = {item["Key"]: item["ETag"] for item in bucket.listed(HOUR) if "_compacted_" in item["Key"]}
     assert list(parts) == manifest(bucket)["objects"]
+    digests = [bucket_reader.md5_of(etag) for etag in parts.values()]
+    # each part and its records as Parquet (logs_query.columnar_suffix)
     assert sorted(f.name for f in (tmp_path / "cache").iterdir()) == sorted(
-        bucket_reader.md5_of(etag) for etag in parts.values()
+        name for d in digests for name in (d, d + logs_query.columnar_suffix())
     )
     assert cache.trims == 1
 
