@@ -13,8 +13,9 @@ only those objects are listed and read; rows outside the range are then filtered
 Objects are fetched with boto3 in parallel (DuckDB's httpfs extension would be downloaded
 at first use, which fails offline), gzip or not, into local JSON Lines files, which
 DuckDB's built-in JSON reader loads; a merged part kept as Parquet on this machine
-(compact_hours.py --cache-dir) goes to its built-in Parquet reader instead. DuckDB never installs or loads extensions at
-run time, and once the tables are loaded the SQL can reach no file or network.
+(compact_hours.py --cache-dir) goes to its built-in Parquet reader instead. DuckDB never
+installs or loads extensions at run time, and once the tables are loaded the SQL can
+reach no file or network.
 
 Compacted hours (query/compact_hours.py) are read through their manifest, so a query
 never sees a line missing or twice, whatever the compaction's progress. Lines that fluentd
