@@ -20,6 +20,9 @@ Linux and tests/engine/install.sh; tests/support/engine.py), with the stand-in i
   the newest row's age when the query began, and where the time of each went (a wrapper
   in front of curl, CURL_WRAPPER: start.sh before its curl, connecting, the dashboard's
   first byte, after);
+- with each row and round, the load average and the CPU time the hypervisor stole from
+  this machine (/proc/stat's steal: a VM's neighbours), overall and its worst 10 s, so a
+  slow stretch of the stack can be told from one of the machine;
 - disk: the images, and this stack's volumes;
 - with --closed-hour: after the soak, a closed hour of the last week as the stack writes
   it at 200 req/s (query_bench's 14,400 objects, 1% re-sent) put into the stack's
@@ -92,6 +95,32 @@ def disk(stack: Stack) -> None:
                                   if v["Name"].startswith(stack.project)), flush=True)  # fmt: skip
 
 
+PEAK = 10.0  # seconds: the CPU stolen is also shown for the worst stretch this long
+
+
+def stolen_note(share: float | None, peak: float | None = None) -> str:
+    """The text `, CPU stolen 3% (10 s max 40%)`: the machine's CPU time the hypervisor gave
+    others (a VM's neighbours), so a slow stretch of the stack's can be told from one of
+    the machine's; "" where /proc/stat has none."""
+    if share is None:
+        return ""
+    worst = f" ({PEAK:g} s max {peak:.0f}%)" if peak is not None else ""
+    return f", CPU stolen {share:.0f}%{worst}"
+
+
+def watched_sleep(seconds: float) -> str:
+    """Sleep `seconds`; stolen_note() of that time."""
+    first = pipeline_bench.cpu_ticks()
+    end, peak = time.monotonic() + seconds, None
+    while (left := end - time.monotonic()) > 0:
+        before = pipeline_bench.cpu_ticks()
+        time.sleep(min(PEAK, left))
+        share = pipeline_bench.stolen(before, pipeline_bench.cpu_ticks())
+        if share is not None and left >= PEAK / 2:  # a short last stretch says little
+            peak = max(peak or 0.0, share)
+    return stolen_note(pipeline_bench.stolen(first, pipeline_bench.cpu_ticks()), peak)
+
+
 def load(stack: Stack, rate: float, seconds: float, paths: int, width: float = 60, poll: float = 0.1) -> None:
     """pipeline_bench's open-loop client (requests over `paths` paths, 0: each its own) and
     bucket poller, against the stack's ports; a row per `width` seconds of sending. The
@@ -101,13 +130,13 @@ def load(stack: Stack, rate: float, seconds: float, paths: int, width: float = 6
     stop = threading.Event()
     poller = threading.Thread(target=pipeline_bench.poll_bucket, args=(stack.s3(), seen, stop, poll), daemon=True)
     poller.start()
-    start = time.time()
+    start, ticks = time.time(), pipeline_bench.cpu_ticks()
     loads: list[str] = []
 
     def sample() -> None:
         for _ in range(int(seconds // width)):
-            time.sleep(width)
-            loads.append(pipeline_bench.load_average())
+            note = watched_sleep(width)
+            loads.append(pipeline_bench.load_average() + note)
 
     threading.Thread(target=sample, daemon=True).start()
     port, run = int(stack.env["WEB_PORT"]), f"engine{int(start)}"
@@ -127,7 +156,8 @@ def load(stack: Stack, rate: float, seconds: float, paths: int, width: float = 6
         f"rate {rate:g} req/s for {seconds:g} s: sent {len(sent)}, lost {len(set(sent) - set(seen.first_seen))}, "
         f"duplicated {duplicated}, p50 {pipeline_bench.percentile(latencies, 50):.2f} s, "
         f"p99 {pipeline_bench.percentile(latencies, 99):.2f} s, max {max(latencies, default=float('nan')):.2f} s, "
-        f"objects {len(seen.keys)}, load {pipeline_bench.load_average()}",
+        f"objects {len(seen.keys)}, load {pipeline_bench.load_average()}"
+        + stolen_note(pipeline_bench.stolen(ticks, pipeline_bench.cpu_ticks())),
         flush=True,
     )
 
@@ -195,7 +225,7 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
     folder = Path(tempfile.mkdtemp(prefix="engine-bench-curl-"))
     env, curl_times = wrapped_curl(folder, stack.env)
     for n in range(rounds):
-        began_round = time.monotonic()
+        began_round, ticks = time.monotonic(), pipeline_bench.cpu_ticks()
         slow: list[str] = []
         for name, command in QUERIES.items():
             began, began_epoch = time.monotonic(), time.time()
@@ -222,7 +252,8 @@ def queries(stack: Stack, rounds: int, seconds: float) -> None:
             + ", ".join(
                 f"{name} {values[-1]:.2f} s (dashboard {inside[name][-1]:.2f} s)" for name, values in times.items()
             )
-            + f", newest row {age:.1f} s old, load {pipeline_bench.load_average()}",
+            + f", newest row {age:.1f} s old, load {pipeline_bench.load_average()}"
+            + stolen_note(pipeline_bench.stolen(ticks, pipeline_bench.cpu_ticks())),
             *slow,
             sep="\n",
             flush=True,

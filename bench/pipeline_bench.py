@@ -229,6 +229,26 @@ def load_average() -> str:
     return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+def cpu_ticks(stat: str | None = None) -> tuple[int, int] | None:
+    """(stolen, all) clock ticks of every CPU since boot, from /proc/stat's first line (Linux);
+    None where there is none. Stolen: time the hypervisor ran others on this VM's CPUs."""
+    try:
+        if stat is None:
+            with Path("/proc/stat").open() as f:
+                stat = f.readline()
+        fields = [int(x) for x in stat.split()[1:9]]  # user .. steal; guest time is in user's
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) == 8 else 0), sum(fields)
+
+
+def stolen(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The % of the machine's CPU time stolen between two cpu_ticks() readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return 100 * (after[0] - before[0]) / (after[1] - before[1])
+
+
 def minute_rows(
     sent: dict[str, float],
     first_seen: dict[str, float],

@@ -83,6 +83,30 @@ def test_the_benches_latency_rows_cover_windows_of_any_width(monkeypatch):
     assert minute[0][2].startswith("  minute  1: sent 1, p50 0.50 s")
 
 
+def test_the_benches_show_the_cpu_time_a_vms_neighbours_took(monkeypatch):
+    # a slow stretch of the stack is told from one of the machine by /proc/stat's steal
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import engine_bench
+    import pipeline_bench
+
+    before = pipeline_bench.cpu_ticks("cpu  100 0 50 800 0 0 0 50 30 0\n")
+    after = pipeline_bench.cpu_ticks("cpu  200 0 100 900 0 0 0 150 60 0\n")
+    assert before == (50, 1000) and after == (150, 1350)  # guest time is counted in user's
+    assert pipeline_bench.stolen(before, after) == 100 * 100 / 350
+    assert pipeline_bench.stolen(before, None) is None and pipeline_bench.stolen(after, before) is None
+    assert pipeline_bench.cpu_ticks("no such line") is None
+    assert engine_bench.stolen_note(33.4, 61.0) == ", CPU stolen 33% (10 s max 61%)"
+    assert engine_bench.stolen_note(None) == ""
+
+    readings = iter([(0, 0), (0, 0), (60, 100), (60, 100), (65, 200), (65, 200)])
+    monkeypatch.setattr(pipeline_bench, "cpu_ticks", lambda: next(readings))
+    monkeypatch.setattr(engine_bench.time, "sleep", lambda seconds: None)
+    clock = iter([0.0, 0.0, 10.0, 20.0])
+    monkeypatch.setattr(engine_bench.time, "monotonic", lambda: next(clock))
+    # two 10 s stretches, 60% then 5% stolen: 32.5% over the 20 s, the worst stretch 60%
+    assert engine_bench.watched_sleep(20) == ", CPU stolen 32% (10 s max 60%)"
+
+
 class SlowAnswer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
