@@ -106,6 +106,13 @@ def test_the_benches_show_the_cpu_time_a_vms_neighbours_took(monkeypatch):
     # two 10 s stretches, 60% then 5% stolen: 32.5% over the 20 s, the worst stretch 60%
     assert engine_bench.watched_sleep(20) == ", CPU stolen 32% (10 s max 60%)"
 
+    # the query rounds' times apart: those where the machine kept its CPU, the rest
+    times, stolen = [0.3, 4.7, 0.5, 2.9], [0.0, 65.0, None, 10.0]
+    assert engine_bench.apart_from_stolen(times, stolen) == (
+        "; max 0.50 s in the 2 rounds with under 10% of the CPU stolen (2 more: max 4.70 s)"
+    )
+    assert engine_bench.apart_from_stolen(times, [0.0, 1.0, None, 9.9]) == ""
+
 
 class SlowAnswer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
