@@ -110,15 +110,16 @@ def stolen_note(share: float | None, peak: float | None = None) -> str:
 
 def watched_sleep(seconds: float) -> str:
     """Sleep `seconds`; stolen_note() of that time."""
-    first = pipeline_bench.cpu_ticks()
+    first = before = pipeline_bench.cpu_ticks()
     end, peak = time.monotonic() + seconds, None
     while (left := end - time.monotonic()) > 0:
-        before = pipeline_bench.cpu_ticks()
         time.sleep(min(PEAK, left))
-        share = pipeline_bench.stolen(before, pipeline_bench.cpu_ticks())
+        after = pipeline_bench.cpu_ticks()
+        share = pipeline_bench.stolen(before, after)
         if share is not None and left >= PEAK / 2:  # a short last stretch says little
             peak = max(peak or 0.0, share)
-    return stolen_note(pipeline_bench.stolen(first, pipeline_bench.cpu_ticks()), peak)
+        before = after
+    return stolen_note(pipeline_bench.stolen(first, before), peak)
 
 
 STARVED = 10.0  # % of the machine's CPU stolen during a round: its times are the machine's

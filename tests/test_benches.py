@@ -98,7 +98,7 @@ def test_the_benches_show_the_cpu_time_a_vms_neighbours_took(monkeypatch):
     assert engine_bench.stolen_note(33.4, 61.0) == ", CPU stolen 33% (10 s max 61%)"
     assert engine_bench.stolen_note(None) == ""
 
-    readings = iter([(0, 0), (0, 0), (60, 100), (60, 100), (65, 200), (65, 200)])
+    readings = iter([(0, 0), (60, 100), (65, 200)])  # each reading ends one stretch and begins the next
     monkeypatch.setattr(pipeline_bench, "cpu_ticks", lambda: next(readings))
     monkeypatch.setattr(engine_bench.time, "sleep", lambda seconds: None)
     clock = iter([0.0, 0.0, 10.0, 20.0])
